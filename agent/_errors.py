@@ -1,0 +1,181 @@
+"""The exception tree.
+
+Every error the runtime raises derives from :class:`AgentError`::
+
+    AgentError
+    ├── APIError                      the endpoint failed us (status, code, message, request_id)
+    │   ├── APIConnectionError        no usable HTTP response: refused, dropped, DNS
+    │   │   └── APITimeoutError       connect/read/write/pool timeout
+    │   ├── APIStatusError            an HTTP error status (4xx/5xx) with the server's error body
+    │   │   ├── BadRequestError           400
+    │   │   ├── AuthenticationError       401
+    │   │   ├── PermissionDeniedError     403
+    │   │   ├── NotFoundError             404
+    │   │   ├── RateLimitError            429
+    │   │   └── InternalServerError       5xx
+    │   ├── ResponseFailedError       HTTP 200 but the response has status "failed" (or a stream error event)
+    │   └── ProtocolError             a reply that is not the Responses protocol (non-JSON, missing fields)
+    ├── RunError                      the loop cannot go on
+    │   └── MaxTurnsExceeded
+    └── UsageError                    the caller's mistake, found before anything was sent
+        ├── ToolDefinitionError       a tool that cannot be described or made strict
+        └── UnansweredToolCallError   a request would leave a function_call without its output
+
+Errors that end a run carry what was done so far in :attr:`AgentError.partial_result`.
+
+:class:`ToolError` stands apart on purpose: it is not a failure of the runtime but a signal a
+tool raises to send its own message to the model (the run goes on).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent._result import RunResult
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AgentError",
+    "AuthenticationError",
+    "BadRequestError",
+    "InternalServerError",
+    "MaxTurnsExceeded",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "ResponseFailedError",
+    "RunError",
+    "ToolDefinitionError",
+    "ToolError",
+    "UnansweredToolCallError",
+    "UsageError",
+]
+
+
+class AgentError(Exception):
+    """Root of every error raised by agent-runtime."""
+
+    partial_result: RunResult | None = None
+    """What the run had done when it failed (set by the loop; ``None`` outside a run)."""
+
+
+class APIError(AgentError):
+    """The endpoint did not give a usable response."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.error_type = error_type
+        self.param = param
+        self.request_id = request_id
+        self.body = body
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (``Retry-After`` / ``retry-after-ms``)."""
+        self.transient = transient
+        """Whether trying the same request again may succeed (drives the retries)."""
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status}" if self.status is not None else None, self.code]
+        prefix = " ".join(p for p in parts if p)
+        suffix = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{prefix}: {self.message}{suffix}" if prefix else f"{self.message}{suffix}"
+
+
+class APIConnectionError(APIError):
+    """The request got no HTTP response: connection refused or dropped, name not resolved."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The endpoint did not answer in time."""
+
+
+class APIStatusError(APIError):
+    """The endpoint answered with an HTTP error status."""
+
+
+class BadRequestError(APIStatusError):
+    """HTTP 400: the endpoint refused the request body."""
+
+
+class AuthenticationError(APIStatusError):
+    """HTTP 401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """HTTP 403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """HTTP 404: wrong base URL, or an unknown model or response id."""
+
+
+class RateLimitError(APIStatusError):
+    """HTTP 429: rate limit or quota, still failing after the retries."""
+
+
+class InternalServerError(APIStatusError):
+    """HTTP 5xx: the endpoint failed, still failing after the retries."""
+
+
+class ResponseFailedError(APIError):
+    """The response came back with ``status: "failed"`` (or a stream reported an error)."""
+
+
+class ProtocolError(APIError):
+    """The reply does not follow the Responses protocol (not JSON, missing fields, broken stream)."""
+
+
+class RunError(AgentError):
+    """The loop cannot go on."""
+
+
+class MaxTurnsExceeded(RunError):
+    """The model still asked for tools after ``max_turns`` model responses."""
+
+
+class UsageError(AgentError):
+    """The caller's mistake, found before anything was sent."""
+
+
+class ToolDefinitionError(UsageError):
+    """A tool cannot be described to the model (bad signature, impossible strict schema, clash)."""
+
+
+class UnansweredToolCallError(UsageError):
+    """A request would leave a ``function_call`` without its ``function_call_output``.
+
+    The endpoint answers such a request with HTTP 400 ("No tool output found for function
+    call ..."), so it is refused before it is sent.
+    """
+
+
+class ToolError(Exception):
+    """Raise from a tool to send ``message`` to the model as the call's error output.
+
+    Any other exception's message may hold secrets, so by default the model only sees its
+    type; a ``ToolError`` is the tool's way to say something on purpose, e.g. "no city named
+    'Pariss'; did you mean 'Paris'?". The run goes on and the model can react.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -1,0 +1,198 @@
+"""One turn's tool calls: run them all at once, each to exactly one outcome.
+
+:func:`execute_call` is the seam for one tool call (a durable-execution engine can wrap it as a
+checkpointed step); it never raises except when the run itself is cancelled. Whatever the tool
+does - bad arguments, an exception, a hang - the model gets one ``function_call_output`` it can
+react to, and the application gets a :class:`ToolCallRecord` saying what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import math
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import sniffio
+import structlog
+from pydantic_core import PydanticSerializationError, to_json
+
+from agent._errors import ToolError
+from agent._result import OutcomeKind, ToolCallRecord
+from agent._threads import run_sync_bounded
+from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry
+from agent._wire import FunctionCall
+
+__all__ = ["ExecutionSettings", "execute_call", "execute_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSettings:
+    """How tool calls run; one per agent, shared read-only by all its runs."""
+
+    tools: ToolRegistry
+    tool_timeout: float | None
+    thread_limiter: anyio.CapacityLimiter
+    expose_exception_messages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    kind: OutcomeKind
+    output: str
+    error: str | None = None
+
+
+async def execute_calls(
+    calls: Sequence[FunctionCall],
+    settings: ExecutionSettings,
+    *,
+    limiter: anyio.CapacityLimiter,
+    deps: Any,
+    turn: int,
+    log: structlog.typing.FilteringBoundLogger,
+) -> list[ToolCallRecord]:
+    """Run every call concurrently; the records come back in the order of ``calls``."""
+    records: list[ToolCallRecord | None] = [None] * len(calls)
+
+    async def run_one(index: int, call: FunctionCall) -> None:
+        records[index] = await execute_call(call, settings, limiter=limiter, deps=deps, turn=turn, log=log)
+
+    async with anyio.create_task_group() as group:
+        for index, call in enumerate(calls):
+            group.start_soon(run_one, index, call)
+    return [record for record in records if record is not None]
+
+
+async def execute_call(
+    call: FunctionCall,
+    settings: ExecutionSettings,
+    *,
+    limiter: anyio.CapacityLimiter,
+    deps: Any,
+    turn: int,
+    log: structlog.typing.FilteringBoundLogger,
+) -> ToolCallRecord:
+    """Run one tool call to its outcome (the seam for one tool call)."""
+    log = log.bind(call_id=call.call_id, tool=call.name)
+    started = time.perf_counter()
+    log.debug("tool.start", arguments=call.arguments)
+    outcome = await _outcome(call, settings, limiter=limiter, deps=deps, turn=turn)
+    duration = time.perf_counter() - started
+    log.info("tool.end", kind=outcome.kind, duration=round(duration, 6), error=outcome.error)
+    return ToolCallRecord(
+        name=call.name,
+        call_id=call.call_id,
+        arguments=call.arguments,
+        output=outcome.output,
+        kind=outcome.kind,
+        error=outcome.error,
+        duration=duration,
+        turn=turn,
+    )
+
+
+async def _outcome(
+    call: FunctionCall,
+    settings: ExecutionSettings,
+    *,
+    limiter: anyio.CapacityLimiter,
+    deps: Any,
+    turn: int,
+) -> _Outcome:
+    tool = settings.tools.get(call.name)
+    if tool is None:
+        names = ", ".join(settings.tools.names) or "none"
+        return _failure("unknown_tool", f"unknown tool {call.name!r}; available tools: {names}")
+    try:
+        arguments = tool.validate(call.arguments)
+    except ArgumentsError as exc:
+        return _failure("invalid_arguments", str(exc))
+    context = ToolContext(call_id=call.call_id, tool_name=tool.name, deps=deps, turn=turn)
+    timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(limiter)
+        if tool.limiter is not None:
+            await stack.enter_async_context(tool.limiter)
+        return await _run_with_timeout(tool, arguments, context, settings, limit=timeout)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _run_with_timeout(
+    tool: Tool[..., Any],
+    arguments: dict[str, Any],
+    context: ToolContext[Any],
+    settings: ExecutionSettings,
+    *,
+    limit: float | None,
+) -> _Outcome:
+    outcome = _failure("timeout", f"tool {tool.name!r} did not finish within {limit} seconds")
+    with anyio.move_on_after(math.inf if limit is None else limit):
+        try:
+            outcome = _success(await _invoke(tool, arguments, context, settings))
+        except anyio.get_cancelled_exc_class():
+            context.cancel_event.set()
+            if _being_cancelled():
+                raise
+            outcome = _failure("cancelled", f"tool {tool.name!r} was cancelled")
+        except ToolError as exc:
+            outcome = _failure("tool_error", exc.message)
+        except Exception as exc:
+            outcome = _exception_outcome(tool, exc, settings.expose_exception_messages)
+    return outcome
+
+
+async def _invoke(
+    tool: Tool[..., Any],
+    arguments: dict[str, Any],
+    context: ToolContext[Any],
+    settings: ExecutionSettings,
+) -> Any:
+    call = tool.bind(arguments, context)
+    if tool.is_async:
+        return await call()
+    value = await run_sync_bounded(call, settings.thread_limiter)
+    return await value if inspect.isawaitable(value) else value
+
+
+def _being_cancelled() -> bool:
+    """Whether a cancellation came from outside the tool (timeout, run cancelled)."""
+    if anyio.current_effective_deadline() == -math.inf:
+        return True
+    if sniffio.current_async_library() == "asyncio":
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    return False
+
+
+def _success(value: Any) -> _Outcome:
+    if isinstance(value, str):
+        return _Outcome("ok", value)
+    try:
+        return _Outcome("ok", to_json(value).decode())
+    except PydanticSerializationError:
+        kind = type(value).__name__
+        return _failure("tool_error", f"the tool returned a {kind}, which cannot be sent as JSON")
+
+
+def _exception_outcome(tool: Tool[..., Any], exc: Exception, expose: bool) -> _Outcome:
+    detail = f"{type(exc).__name__}: {exc}"
+    message = f"tool {tool.name!r} failed with {type(exc).__name__}"
+    if expose:
+        message = f"{message}: {exc}"
+    return _Outcome("tool_error", _error_text("tool_error", message), detail)
+
+
+def _failure(kind: OutcomeKind, message: str) -> _Outcome:
+    return _Outcome(kind, _error_text(kind, message), message)
+
+
+def _error_text(kind: OutcomeKind, message: str) -> str:
+    """The stable form in which the model reads an error: ``{"error": {"type", "message"}}``."""
+    return json.dumps({"error": {"type": kind, "message": message}}, ensure_ascii=False)

@@ -1,0 +1,238 @@
+"""The endpoint client: ``POST {base_url}/responses`` over httpx, with auth, retries, typed errors.
+
+:meth:`ResponsesClient.create` is the seam for one model request (retries included); the loop
+reaches the endpoint through it and nothing else.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import anyio
+import httpx
+import structlog
+import tenacity
+from pydantic import SecretStr
+
+from agent._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitError,
+)
+from agent._result import JSONObject
+from agent._wire import ModelResponse, parse_response
+
+__all__ = ["DEFAULT_TIMEOUT", "ResponsesClient", "RetryPolicy"]
+
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+"""Models can think for minutes before the first byte; connecting should take seconds."""
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how long to wait before trying a failed request again.
+
+    Connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
+    jitter; a server's ``Retry-After`` / ``retry-after-ms`` wins, capped at ``max_retry_after``.
+    """
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    jitter: float = 0.5
+    max_retry_after: float = 60.0
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds to sleep before the next attempt (tenacity's ``wait`` hook)."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, APIError) and error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.max_retry_after)
+        backoff = self.initial_delay * 2.0 ** (state.attempt_number - 1)
+        return min(backoff, self.max_delay) + _jitter(self.jitter)
+
+
+def _jitter(limit: float) -> float:
+    return random.uniform(0.0, limit) if limit > 0 else 0.0  # noqa: S311 - not for secrets
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, APIError) and error.transient
+
+
+class ResponsesClient:
+    """Sends Responses requests to one endpoint through a pooled ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: SecretStr | None,
+        timeout: httpx.Timeout,
+        retry: RetryPolicy,
+        http_client: httpx.AsyncClient | None = None,
+        max_connections: int = 512,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/responses"
+        self._api_key = api_key
+        self._timeout = timeout
+        self._retry = retry
+        self._owns_client = http_client is None
+        self._http = http_client or _pooled_client(timeout, max_connections)
+        self._log = log
+
+    def __repr__(self) -> str:
+        return f"<ResponsesClient {self.url}>"
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Built per request so that the key lives only in a SecretStr (redacted in any repr).
+        key = self._api_key.get_secret_value() if self._api_key else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def aclose(self) -> None:
+        """Close the connection pool, if this client created it."""
+        if self._owns_client:
+            await self._http.aclose()
+
+    async def create(self, body: JSONObject, *, log: structlog.typing.FilteringBoundLogger) -> ModelResponse:
+        """Send one request, retrying transient failures; the seam for one model request."""
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self._retry.max_retries + 1),
+            wait=self._retry.wait,
+            retry=tenacity.retry_if_exception(_is_transient),
+            sleep=anyio.sleep,
+            reraise=True,
+            before_sleep=lambda state: _log_retry(log, state),
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send(body, log)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, body: JSONObject, log: structlog.typing.FilteringBoundLogger) -> ModelResponse:
+        started = time.perf_counter()
+        log.debug("model.request", url=self.url)
+        try:
+            reply = await self._http.post(self.url, json=body, headers=self._auth_headers(), timeout=self._timeout)
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"{self.url} timed out ({type(exc).__name__})", transient=True) from None
+        except httpx.TransportError as exc:
+            raise APIConnectionError(
+                f"cannot reach {self.url}: {exc or type(exc).__name__}", transient=True
+            ) from None
+        if reply.is_error:
+            _raise_status_error(reply)
+        response = parse_response(_json_body(reply))
+        log.info(
+            "model.response",
+            status=reply.status_code,
+            response_id=response.id,
+            response_status=response.status,
+            latency=round(time.perf_counter() - started, 6),
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+        )
+        return response
+
+
+def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
+    # Keep-alive as large as the pool: closing idle connections between turns means reconnects.
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=30.0,
+    )
+    return httpx.AsyncClient(timeout=timeout, limits=limits, headers={"User-Agent": "agent-runtime"})
+
+
+def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else None
+    log.warning("model.retry", attempt=state.attempt_number, wait=wait, error=str(error))
+
+
+def _json_body(reply: httpx.Response) -> Any:
+    try:
+        return json.loads(reply.content)
+    except ValueError:
+        raise ProtocolError(
+            f"the endpoint answered HTTP {reply.status_code} with a body that is not JSON: {_snippet(reply)}",
+            status=reply.status_code,
+            request_id=reply.headers.get("x-request-id"),
+            transient=True,
+        ) from None
+
+
+def _raise_status_error(reply: httpx.Response) -> NoReturn:
+    status = reply.status_code
+    error: JSONObject = {}
+    try:
+        body: Any = json.loads(reply.content)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error = body["error"]
+    except ValueError:
+        body = reply.text
+    cls = _STATUS_ERRORS.get(status, InternalServerError if status >= 500 else APIStatusError)
+    raise cls(
+        str(error.get("message") or f"{reply.reason_phrase or 'error'}: {_snippet(reply)}"),
+        status=status,
+        code=_str_or_none(error.get("code")),
+        error_type=_str_or_none(error.get("type")),
+        param=_str_or_none(error.get("param")),
+        request_id=reply.headers.get("x-request-id"),
+        body=body,
+        retry_after=_retry_after(reply.headers),
+        transient=status in _RETRYABLE_STATUS or status >= 500,
+    )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _snippet(reply: httpx.Response) -> str:
+    text = reply.text.strip().replace("\n", " ")
+    return (text[:200] + "...") if len(text) > 200 else (text or "(empty body)")
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Read ``retry-after-ms`` (OpenAI's, milliseconds) or ``Retry-After`` (seconds or a date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)

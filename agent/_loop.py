@@ -1,0 +1,314 @@
+"""The agent loop: ask the model, run the tools it calls, feed the results back, until it answers.
+
+The loop is deterministic given the responses and tool results it receives: what it sends
+depends on nothing else (no clocks, no random ids, results in call order, not completion
+order), so a recorded run can be replayed. It reaches the endpoint only through
+:meth:`Agent._request_model` and each tool only through :func:`execute_call`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import httpx
+from pydantic import SecretStr
+from structlog.typing import FilteringBoundLogger
+
+from agent._errors import (
+    AgentError,
+    MaxTurnsExceeded,
+    ProtocolError,
+    ResponseFailedError,
+    UsageError,
+)
+from agent._execution import ExecutionSettings, execute_calls
+from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy
+from agent._logging import silent_logger
+from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+from agent._tools import ToolLike, ToolRegistry
+from agent._wire import (
+    ModelResponse,
+    check_calls_answered,
+    function_call_output,
+    input_items,
+    request_body,
+)
+
+__all__ = ["Agent"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(slots=True)
+class _RunState:
+    """What one run has gathered so far; turned into a :class:`RunResult` at any point."""
+
+    items: list[JSONObject]
+    pending: list[JSONObject] = field(default_factory=list)
+    """Items not yet sent (previous_response_id mode sends only these)."""
+    records: list[ToolCallRecord] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    response_ids: list[str] = field(default_factory=list)
+    last: ModelResponse | None = None
+
+    def add_response(self, response: ModelResponse) -> None:
+        self.last = response
+        self.items.extend(response.output)
+        self.usage += response.usage
+        self.response_ids.append(response.id)
+
+    def add_records(self, records: list[ToolCallRecord]) -> None:
+        outputs = [function_call_output(r.call_id, r.output) for r in records]
+        self.records.extend(records)
+        self.items.extend(outputs)
+        self.pending = outputs
+
+    def result(self) -> RunResult:
+        last = self.last
+        incomplete = last is not None and last.status == "incomplete"
+        status: Literal["completed", "incomplete"] = "incomplete" if incomplete else "completed"
+        return RunResult(
+            output=last.output_text if last else "",
+            items=list(self.items),
+            tool_calls=tuple(self.records),
+            usage=self.usage,
+            turns=len(self.response_ids),
+            response_ids=tuple(self.response_ids),
+            status=status,
+            incomplete_reason=last.incomplete_reason if last and incomplete else None,
+            last_response=last.body if last else {},
+        )
+
+
+class Agent:
+    """A model plus tools: ``await agent.run("...")`` runs the tool-calling loop to an answer.
+
+    One agent serves any number of concurrent runs over one pooled HTTP client; its state is
+    read-only once built. Use it as ``async with Agent(...) as agent:`` or call :meth:`aclose`.
+
+    Args:
+        model: The model name sent in every request.
+        tools: Tools, plain functions or a :class:`ToolRegistry` (copied: later changes to it
+            do not reach this agent).
+        instructions: The system/developer instructions sent with every request.
+        base_url: Endpoint root, e.g. ``https://api.openai.com/v1``; default ``$OPENAI_BASE_URL``.
+        api_key: Bearer token; default ``$OPENAI_API_KEY``. Never logged or shown in a repr.
+        max_turns: Model responses per run before :class:`MaxTurnsExceeded`.
+        tool_timeout: Seconds per tool call unless the tool sets its own (``None``: no limit).
+        max_concurrency: Tool calls running at once within one run.
+        max_threads: Worker threads for sync tools across all runs (a timed-out sync tool keeps
+            its thread until it returns).
+        parallel_tool_calls: Let the model ask for several calls in one response.
+        tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a specific tool object.
+        metadata: Sent with every request (gateways such as ChainHub read ``model_id`` here).
+        extra_body: More request fields, passed through untouched (they win over ours).
+        use_previous_response_id: Let the server keep the conversation: send only the new
+            tool outputs and ``previous_response_id`` (needs a server that stores responses).
+        max_retries: Retries of a transient failure (connection, 408, 409, 429, 5xx).
+        retry: Full retry policy (``max_retries`` overrides its count when both are given).
+        timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
+        http_client: Your own ``httpx.AsyncClient`` (tests, proxies); you close it.
+        max_connections: Size of the connection pool the agent creates.
+        expose_tool_exceptions: Send an unexpected tool exception's message to the model, not
+            only its type (off by default: messages can hold secrets).
+        logger: A structlog logger for the run's events; silent when not given.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tools: ToolRegistry | Sequence[ToolLike] = (),
+        instructions: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_turns: int = 20,
+        tool_timeout: float | None = 60.0,
+        max_concurrency: int = 32,
+        max_threads: int = 64,
+        parallel_tool_calls: bool = True,
+        tool_choice: str | JSONObject = "auto",
+        metadata: dict[str, str] | None = None,
+        extra_body: JSONObject | None = None,
+        use_previous_response_id: bool = False,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        http_client: httpx.AsyncClient | None = None,
+        max_connections: int = 512,
+        expose_tool_exceptions: bool = False,
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        if max_turns < 1 or max_concurrency < 1 or max_threads < 1:
+            raise UsageError("max_turns, max_concurrency and max_threads must be at least 1")
+        self.model = model
+        self.tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
+        self.instructions = instructions
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self.max_turns = max_turns
+        self.max_concurrency = max_concurrency
+        self.parallel_tool_calls = parallel_tool_calls
+        self.tool_choice = tool_choice
+        self.metadata = metadata
+        self.extra_body = extra_body
+        self.use_previous_response_id = use_previous_response_id
+        self._wire_tools = self.tools.wire()
+        self._log = logger or silent_logger()
+        self._execution = ExecutionSettings(
+            tools=self.tools,
+            tool_timeout=tool_timeout,
+            thread_limiter=anyio.CapacityLimiter(max_threads),
+            expose_exception_messages=expose_tool_exceptions,
+        )
+        retry = retry or RetryPolicy()
+        if max_retries is not None:
+            retry = dataclasses.replace(retry, max_retries=max_retries)
+        self._new_client = partial(
+            ResponsesClient,
+            base_url=self.base_url,
+            api_key=_secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")),
+            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            retry=retry,
+            max_connections=max_connections,
+            http_client=http_client,
+            log=self._log,
+        )
+        self._client = self._new_client()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Agent(model={self.model!r}, base_url={self.base_url!r}, tools={self.tools.names})"
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the agent refuses runs afterwards."""
+        self._closed = True
+        await self._client.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this Agent is closed")
+
+    async def run(self, input: str | Sequence[JSONObject], *, deps: Any = None) -> RunResult:
+        """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
+
+        Raises:
+            APIError: the endpoint failed (after retries), with ``partial_result`` set.
+            MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
+        """
+        self._check_open()
+        return await self._run(self._client, input, deps)
+
+    def run_sync(self, input: str | Sequence[JSONObject], *, deps: Any = None) -> RunResult:
+        """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
+        self._check_open()
+        return anyio.run(self._run_detached, input, deps)
+
+    async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any) -> RunResult:
+        client = self._new_client()
+        try:
+            return await self._run(client, input, deps)
+        finally:
+            await client.aclose()
+
+    async def _run(self, client: ResponsesClient, input: str | Sequence[JSONObject], deps: Any) -> RunResult:
+        log = self._log.bind(run_id=uuid.uuid4().hex[:16])
+        state = _RunState(items=input_items(input))
+        log.info("run.start", model=self.model, tools=len(self.tools))
+        try:
+            result = await self._turns(client, state, deps, log)
+        except AgentError as exc:
+            exc.partial_result = exc.partial_result or state.result()
+            log.warning("run.error", error=type(exc).__name__, detail=str(exc))
+            raise
+        usage = result.usage
+        log.info("run.end", turns=result.turns, status=result.status, tokens=usage.total_tokens)
+        return result
+
+    async def _turns(
+        self, client: ResponsesClient, state: _RunState, deps: Any, log: FilteringBoundLogger
+    ) -> RunResult:
+        limiter = anyio.CapacityLimiter(self.max_concurrency)
+        for turn in range(1, self.max_turns + 1):
+            response = await self._request_model(client, self._next_body(state), log)
+            state.add_response(response)
+            _check_status(response)
+            if response.status == "incomplete" or not response.function_calls:
+                return state.result()
+            records = await execute_calls(
+                response.function_calls,
+                self._execution,
+                limiter=limiter,
+                deps=deps,
+                turn=turn,
+                log=log,
+            )
+            state.add_records(records)
+        raise MaxTurnsExceeded(f"the model was still calling tools after {self.max_turns} turns")
+
+    async def _request_model(
+        self, client: ResponsesClient, body: JSONObject, log: FilteringBoundLogger
+    ) -> ModelResponse:
+        """The seam for one model request."""
+        return await client.create(body, log=log)
+
+    def _next_body(self, state: _RunState) -> JSONObject:
+        previous = state.last.id if self.use_previous_response_id and state.last else None
+        if previous and state.last:
+            items = state.pending
+            asked = [call.call_id for call in state.last.function_calls]
+            check_calls_answered(items, pending=asked)
+        else:
+            items = state.items
+            check_calls_answered(items)
+        return request_body(
+            model=self.model,
+            input=list(items),
+            tools=self._wire_tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            instructions=self.instructions,
+            metadata=self.metadata,
+            previous_response_id=previous,
+            extra_body=self.extra_body,
+        )
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
+def _check_status(response: ModelResponse) -> None:
+    """Raise for a response the loop cannot act on; ``incomplete`` ends the run normally."""
+    if response.status in ("completed", "incomplete"):
+        return
+    if response.status in ("failed", "cancelled"):
+        error = response.error or {}
+        raise ResponseFailedError(
+            str(error.get("message") or f"the response {response.status}"),
+            code=error.get("code") if isinstance(error.get("code"), str) else response.status,
+            body=response.body,
+        )
+    raise ProtocolError(
+        f"response status {response.status!r} (background responses are not supported)",
+        body=response.body,
+    )

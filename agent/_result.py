@@ -1,0 +1,105 @@
+"""What a run reports: usage, one record per tool call, and the run's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["JSONObject", "OutcomeKind", "RunResult", "ToolCallRecord", "Usage"]
+
+JSONObject = dict[str, Any]
+"""A JSON object as it crosses the wire (a Responses input or output item, a request body)."""
+
+OutcomeKind = Literal["ok", "invalid_arguments", "unknown_tool", "timeout", "cancelled", "tool_error"]
+"""How one tool call ended. Every kind but ``"ok"`` is sent to the model as an error output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens spent, summed over the responses of a run."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @classmethod
+    def from_wire(cls, usage: JSONObject | None) -> Usage:
+        """Read a response's ``usage`` object; a missing or partial one counts as zeros."""
+        if not usage:
+            return cls(requests=1)
+        return cls(
+            requests=1,
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            total_tokens=_int(usage.get("total_tokens")),
+            cached_tokens=_int(_get(usage, "input_tokens_details", "cached_tokens")),
+            reasoning_tokens=_int(_get(usage, "output_tokens_details", "reasoning_tokens")),
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            requests=self.requests + other.requests,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+def _get(obj: JSONObject, key: str, sub: str) -> Any:
+    inner = obj.get(key)
+    return inner.get(sub) if isinstance(inner, dict) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """One executed ``function_call``: what the model asked, what it got back, and how it went."""
+
+    name: str
+    call_id: str
+    arguments: str
+    """The arguments exactly as the model sent them (a JSON string, possibly broken)."""
+    output: str
+    """The ``function_call_output`` text the model received (a result, or an error text)."""
+    kind: OutcomeKind
+    error: str | None
+    """Why the call failed, for the application (may say more than the model was told)."""
+    duration: float
+    """Seconds from the call's start to its outcome, including waiting for a concurrency slot."""
+    turn: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the tool ran and returned a result."""
+        return self.kind == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of :meth:`Agent.run`.
+
+    Continue a conversation with ``await agent.run(result.items + [next_message])``.
+    """
+
+    output: str
+    """The final answer's text (the output_text parts of the last response's messages)."""
+    items: list[JSONObject]
+    """The whole conversation: the input items, every output item and every tool output."""
+    tool_calls: tuple[ToolCallRecord, ...]
+    usage: Usage
+    turns: int
+    """How many model responses the run took."""
+    response_ids: tuple[str, ...]
+    status: Literal["completed", "incomplete"] = "completed"
+    incomplete_reason: str | None = None
+    """Why the last response was cut short (e.g. ``"max_output_tokens"``), when ``status`` says so."""
+    last_response: JSONObject = field(default_factory=dict, repr=False)
+    """The last response body as received, unknown fields included (e.g. a gateway's own)."""

@@ -1,0 +1,358 @@
+"""``@tool``, :class:`Tool`, :class:`ToolRegistry` and :class:`ToolContext`.
+
+A tool's JSON schema is computed once, when it is defined: from the signature and docstring
+(through a pydantic model that later validates the arguments), or from an explicit JSON schema
+(validated with ``jsonschema``). Nothing here runs per request.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, get_origin, get_type_hints, overload
+
+import anyio
+import docstring_parser
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from agent._errors import ToolDefinitionError
+from agent._result import JSONObject
+from agent._schema import drop_null_defaults, strip_titles, to_strict
+
+__all__ = ["ArgumentsError", "Tool", "ToolContext", "ToolRegistry", "tool"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+DepsT = TypeVar("DepsT")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext(Generic[DepsT]):
+    """What a tool may know about the call it serves. Declare a parameter of this type to get it.
+
+    The parameter is injected by the runtime and never appears in the tool's schema.
+    """
+
+    call_id: str
+    tool_name: str
+    deps: DepsT
+    """The ``deps`` object given to ``Agent.run`` (your database pool, HTTP client, user...)."""
+    turn: int = 1
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    """Set when the call timed out or the run was cancelled; see :attr:`cancelled`."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the runtime has given up on this call: a sync tool should check it and stop.
+
+        A sync tool runs in a worker thread that Python cannot interrupt; after a timeout the
+        run moves on without it, and this flag is how the tool learns to stop early.
+        """
+        return self.cancel_event.is_set()
+
+
+class ArgumentsError(ValueError):
+    """The model's arguments do not fit the tool's schema; ``str()`` is written for the model."""
+
+
+class Tool(Generic[P, R]):
+    """A function the model can call, with its JSON schema and its argument validator.
+
+    A ``Tool`` is still callable like the function it wraps, so it stays unit-testable.
+    """
+
+    def __init__(
+        self,
+        function: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: JSONObject | None = None,
+        timeout: float | None = None,
+        strict: bool | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.function = function
+        self.name: str = name or str(getattr(function, "__name__", ""))
+        if not self.name.replace("_", "a").replace("-", "a").isalnum() or len(self.name) > 64:
+            raise ToolDefinitionError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+        self.is_async = inspect.iscoroutinefunction(function)
+        self.timeout = timeout
+        self.limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        doc = docstring_parser.parse(inspect.getdoc(function) or "")
+        self.description = description if description is not None else (doc.description or "").strip()
+        self._validator: _Validator
+        if parameters is None:
+            self._validator, self.context_param = _ModelValidator.from_signature(function, doc)
+        else:
+            self._validator, self.context_param = _SchemaValidator(parameters), None
+        self.strict, self.parameters = _wire_schema(self._validator.schema, strict, self.name)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name} strict={self.strict}>"
+
+    def wire(self) -> JSONObject:
+        """The tool as it is sent in a request's ``tools`` list."""
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            "strict": self.strict,
+        }
+
+    def validate(self, arguments: str) -> dict[str, Any]:
+        """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad."""
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ArgumentsError("arguments must be a JSON object")
+        return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
+
+    def bind(self, arguments: dict[str, Any], context: ToolContext[Any]) -> Callable[[], Any]:
+        """The call to make, with validated arguments and the context injected if asked for."""
+        if self.context_param:
+            arguments = {**arguments, self.context_param: context}
+        return partial(self.function, **arguments)
+
+
+def _wire_schema(schema: JSONObject, strict: bool | None, name: str) -> tuple[bool, JSONObject]:
+    """Choose strictness: as asked, else strict only where that does not change the meaning."""
+    try:
+        strict_schema, changed = to_strict(schema)
+    except ToolDefinitionError as exc:
+        if strict:
+            raise ToolDefinitionError(f"tool {name!r} cannot be strict: {exc}") from None
+        return False, schema
+    if strict is None:
+        strict = not changed and strict_schema == schema
+    return strict, strict_schema if strict else schema
+
+
+class _Validator:
+    schema: JSONObject
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _ModelValidator(_Validator):
+    """Validates through a pydantic model built from the function's signature."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+        self.schema = strip_titles(model.model_json_schema())
+
+    @classmethod
+    def from_signature(
+        cls, function: Callable[..., Any], doc: docstring_parser.Docstring
+    ) -> tuple[_ModelValidator, str | None]:
+        descriptions = {p.arg_name: p.description for p in doc.params if p.description}
+        try:
+            hints = get_type_hints(function, include_extras=True)
+        except (NameError, TypeError) as exc:
+            raise ToolDefinitionError(f"cannot read the type hints of {function!r}: {exc}") from exc
+        fields: dict[str, Any] = {}
+        context_param = None
+        for param in inspect.signature(function).parameters.values():
+            annotation = _annotation(function, param, hints)
+            if annotation is ToolContext or get_origin(annotation) is ToolContext:
+                context_param = param.name
+                continue
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            text = descriptions.get(param.name)
+            fields[param.name] = (
+                annotation,
+                Field(default, description=text) if text else Field(default),
+            )
+        model = _make_model(function, fields)
+        return cls(model), context_param
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            instance = self.model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ArgumentsError(_describe(exc)) from None
+        return {name: getattr(instance, name) for name in type(instance).model_fields}
+
+
+def _annotation(function: Callable[..., Any], param: inspect.Parameter, hints: dict[str, Any]) -> Any:
+    if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+        raise ToolDefinitionError(
+            f"{function.__qualname__}: parameter {param.name!r} must be passable by keyword"
+        )
+    if param.name not in hints:
+        raise ToolDefinitionError(f"{function.__qualname__}: parameter {param.name!r} has no type hint")
+    return hints[param.name]
+
+
+def _make_model(function: Callable[..., Any], fields: dict[str, Any]) -> type[BaseModel]:
+    try:
+        return create_model(
+            f"{function.__name__}_arguments",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+    except Exception as exc:
+        raise ToolDefinitionError(f"{function.__qualname__}: {exc}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "arguments"
+        lines.append(f"{location}: {error['msg']}")
+    return "invalid arguments: " + "; ".join(lines)
+
+
+class _SchemaValidator(_Validator):
+    """Validates against an explicit JSON schema (dynamic tools, gateways, MCP)."""
+
+    def __init__(self, schema: JSONObject) -> None:
+        try:
+            validator_class = jsonschema.validators.validator_for(schema)
+            validator_class.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ToolDefinitionError(f"invalid parameters schema: {exc.message}") from exc
+        self.schema = schema
+        self._validator = validator_class(schema)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if errors:
+            lines = [f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors]
+            raise ArgumentsError("invalid arguments: " + "; ".join(lines))
+        return arguments
+
+
+@overload
+def tool(
+    function: Callable[P, R],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: JSONObject | None = None,
+    timeout: float | None = None,
+    strict: bool | None = None,
+    max_concurrency: int | None = None,
+) -> Tool[P, R]: ...
+
+
+@overload
+def tool(
+    function: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: JSONObject | None = None,
+    timeout: float | None = None,
+    strict: bool | None = None,
+    max_concurrency: int | None = None,
+) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+
+
+def tool(
+    function: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: JSONObject | None = None,
+    timeout: float | None = None,
+    strict: bool | None = None,
+    max_concurrency: int | None = None,
+) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+    """Make a sync or async function a tool: ``@tool``, ``@tool(...)`` or ``tool(fn, ...)``.
+
+    Args:
+        function: The function to wrap.
+        name: The name the model sees (default: the function's name).
+        description: What the tool does (default: the docstring's description).
+        parameters: An explicit JSON schema for the arguments, instead of the signature's; the
+            function then receives the validated arguments as keyword arguments.
+        timeout: Seconds before the call is abandoned and reported as timed out (default:
+            the agent's ``tool_timeout``).
+        strict: OpenAI strict mode. Default: strict only where that does not change what the
+            tool accepts (all parameters required, no free-form values).
+        max_concurrency: At most this many calls of this tool at once, across all runs (e.g.
+            to protect a database), on top of the agent's run-wide limit.
+    """
+
+    def wrap(func: Callable[P, R]) -> Tool[P, R]:
+        return Tool(
+            func,
+            name=name,
+            description=description,
+            parameters=parameters,
+            timeout=timeout,
+            strict=strict,
+            max_concurrency=max_concurrency,
+        )
+
+    return wrap if function is None else wrap(function)
+
+
+ToolLike: TypeAlias = "Tool[..., Any] | Callable[..., Any] | ToolRegistry"
+
+
+class ToolRegistry:
+    """A named set of tools, built from tools, plain functions and other registries."""
+
+    def __init__(self, tools: Iterable[ToolLike] = ()) -> None:
+        self._tools: dict[str, Tool[..., Any]] = {}
+        for item in tools:
+            self.add(item)
+
+    def add(self, item: ToolLike) -> None:
+        """Add a tool, a plain function (made a tool with defaults) or every tool of a registry."""
+        if isinstance(item, ToolRegistry):
+            for existing in item:
+                self.add(existing)
+            return
+        new = item if isinstance(item, Tool) else tool(item)
+        if self._tools.get(new.name, new) is not new:
+            raise ToolDefinitionError(f"two different tools are named {new.name!r}")
+        self._tools[new.name] = new
+
+    def merge(self, other: ToolRegistry) -> ToolRegistry:
+        """A new registry with the tools of both (names must not clash)."""
+        return ToolRegistry([self, other])
+
+    __or__ = merge
+
+    def get(self, name: str) -> Tool[..., Any] | None:
+        """The tool called ``name``, or ``None``."""
+        return self._tools.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """The tool names, in registration order."""
+        return list(self._tools)
+
+    def wire(self) -> list[JSONObject]:
+        """The request's ``tools`` list."""
+        return [t.wire() for t in self._tools.values()]
+
+    def __iter__(self) -> Iterator[Tool[..., Any]]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __repr__(self) -> str:
+        return f"ToolRegistry({self.names})"

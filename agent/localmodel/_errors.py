@@ -1,0 +1,72 @@
+"""OpenAI-style error answers.
+
+Every refusal of the local model server travels as a `Rejection`, raised wherever the problem is found
+(authentication, body validation, fault injection, a failing policy) and rendered once, by the app, as
+the JSON body the real API sends: `{"error": {"message", "type", "param", "code"}}`. Keeping the shape
+in one place is what lets clients exercise their real error handling against this server.
+
+    Exception
+    └── Rejection          an HTTP error answer: status, message, type, param, code, extra headers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+__all__ = ["Rejection", "invalid_request", "json_type_name"]
+
+
+class Rejection(Exception):
+    """An error answer, raised where the problem is found and rendered by the app."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body, exactly as the real API shapes it."""
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": error}
+
+    def to_response(self) -> JSONResponse:
+        """The Starlette response carrying this error."""
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> Rejection:
+    """A 400 `invalid_request_error`, the answer to every malformed request."""
+    return Rejection(400, message, param=param, code=code)
+
+
+def json_type_name(value: object) -> str:
+    """The article and JSON type name OpenAI's messages use: 'an object', 'a string', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,326 @@
+"""Request validation: the checks a strict real server makes, with the answers it gives.
+
+The point of a local stand-in is that a client which passes here will not be surprised by the real
+API, so the messages, `param` paths and `code`s copy OpenAI's own where they are known (the recorded
+400s in the conformance corpus) and follow the same wording where they are not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._errors import Rejection, invalid_request, json_type_name
+from ._request import Item, ResponseRequest, item_type
+
+__all__ = ["ConversationLookup", "parse_request"]
+
+ConversationLookup = Callable[[str], Sequence[Item] | None]
+"""Finds the stored conversation (inputs then outputs) of a response id, or None."""
+
+_ROLES = ("user", "assistant", "system", "developer")
+_TOOL_CHOICES = ("none", "auto", "required")
+_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+_OPTIONAL: dict[str, tuple[tuple[type, ...], str]] = {
+    "instructions": ((str,), "a string"),
+    "previous_response_id": ((str,), "a string"),
+    "user": ((str,), "a string"),
+    "stream": ((bool,), "a boolean"),
+    "store": ((bool,), "a boolean"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "metadata": ((dict,), "an object"),
+    "text": ((dict,), "an object"),
+    "reasoning": ((dict,), "an object"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "max_output_tokens": ((int,), "an integer"),
+}
+_RANGES: dict[str, tuple[float, float | None, str]] = {
+    "temperature": (0, 2, "decimal"),
+    "top_p": (0, 1, "decimal"),
+    "max_output_tokens": (16, None, "integer"),
+}
+
+
+def parse_request(body: object, lookup: ConversationLookup) -> ResponseRequest:
+    """Validate a decoded JSON body and rebuild the whole conversation it continues.
+
+    Raises `Rejection` (HTTP 400) on the first problem found, as the real API does.
+    """
+    if not isinstance(body, dict):
+        raise _invalid_type("body", "an object", body)
+    model = _model(body)
+    new_input = _input(body)
+    tools = tuple(_tool(raw, index) for index, raw in enumerate(_list(body, "tools")))
+    for name in _OPTIONAL:
+        _check_optional(body, name)
+    tool_choice = _tool_choice(body.get("tool_choice"), tools)
+    conversation = (*_previous(body.get("previous_response_id"), lookup), *new_input)
+    _check_call_pairs(conversation)
+    return ResponseRequest(
+        model=model,
+        input=conversation,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+        instructions=body.get("instructions"),
+        metadata=dict(body.get("metadata") or {}),
+        previous_response_id=body.get("previous_response_id"),
+        stream=body.get("stream") is True,
+        body=body,
+    )
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = _required(body, "model", "model")
+    if not isinstance(model, str):
+        raise _invalid_type("model", "a string", model)
+    if not model.strip():
+        raise invalid_request(
+            "Invalid 'model': empty string. Expected a string with minimum length 1, "
+            "but got an empty string instead.",
+            param="model",
+            code="empty_string",
+        )
+    return model
+
+
+def _input(body: dict[str, Any]) -> list[Item]:
+    value = _required(body, "input", "input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise _invalid_type("input", "one of a string or array of input items", value)
+    return [_input_item(raw, index) for index, raw in enumerate(value)]
+
+
+def _input_item(raw: object, index: int) -> Item:
+    param = f"input[{index}]"
+    if not isinstance(raw, dict):
+        raise _invalid_type(param, "an input item object", raw)
+    item = dict(raw)
+    kind = item_type(item)
+    if kind == "message":
+        item["type"] = "message"
+        _check_message(item, param)
+    elif kind == "function_call":
+        for key in ("call_id", "name", "arguments"):
+            _required_string(item, key, f"{param}.{key}")
+    elif kind == "function_call_output":
+        _required_string(item, "call_id", f"{param}.call_id")
+        if not isinstance(_required(item, "output", f"{param}.output"), str | list):
+            raise _invalid_type(f"{param}.output", "a string or an array", item["output"])
+    elif not kind:
+        raise _missing(f"{param}.type")
+    return item
+
+
+def _check_message(item: Item, param: str) -> None:
+    role = _required(item, "role", f"{param}.role")
+    if role not in _ROLES:
+        raise invalid_request(
+            f"Invalid value: '{role}'. Supported values are: 'assistant', 'system', "
+            "'developer', and 'user'.",
+            param=f"{param}.role",
+            code="invalid_value",
+        )
+    if not isinstance(_required(item, "content", f"{param}.content"), str | list):
+        raise _invalid_type(f"{param}.content", "a string or an array", item["content"])
+
+
+def _tool(raw: object, index: int) -> Item:
+    param = f"tools[{index}]"
+    if not isinstance(raw, dict):
+        raise _invalid_type(param, "an object", raw)
+    kind = _required(raw, "type", f"{param}.type")
+    if kind != "function":
+        raise invalid_request(
+            f"Invalid value: '{kind}'. The local model server supports only 'function' tools.",
+            param=f"{param}.type",
+            code="invalid_value",
+        )
+    name = _required_string(raw, "name", f"{param}.name")
+    _check_tool_name(name, f"{param}.name")
+    _check_parameters(name, _required(raw, "parameters", f"{param}.parameters"), param)
+    for key, kinds, expected in (("description", str, "a string"), ("strict", bool, "a boolean")):
+        if raw.get(key) is not None and not isinstance(raw[key], kinds):
+            raise _invalid_type(f"{param}.{key}", expected, raw[key])
+    return dict(raw)
+
+
+def _check_tool_name(name: str, param: str) -> None:
+    if len(name) > 64:
+        raise invalid_request(
+            f"Invalid '{param}': string too long. Expected a string with maximum length 64, "
+            f"but got a string with length {len(name)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+    if not _NAME.match(name):
+        raise invalid_request(
+            f"Invalid '{param}': string does not match pattern. Expected a string that matches "
+            "the pattern '^[a-zA-Z0-9_-]+$'.",
+            param=param,
+            code="invalid_value",
+        )
+
+
+def _check_parameters(name: str, schema: object, param: str) -> None:
+    if schema is None:
+        return
+    if not isinstance(schema, dict):
+        raise _invalid_type(f"{param}.parameters", "an object", schema)
+    problem = None
+    if schema.get("type", "object") != "object":
+        problem = f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{schema['type']}\"'."
+    elif not isinstance(schema.get("properties", {}), dict):
+        problem = "'properties' must be an object."
+    elif not isinstance(schema.get("required", []), list):
+        problem = "'required' must be an array."
+    if problem is not None:
+        raise invalid_request(
+            f"Invalid schema for function '{name}': {problem}",
+            param=f"{param}.parameters",
+            code="invalid_function_parameters",
+        )
+
+
+def _check_optional(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    kinds, expected = _OPTIONAL[name]
+    if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
+        raise _invalid_type(name, expected, value)
+    if name in _RANGES:
+        _check_range(name, value)
+    if name == "metadata":
+        _check_metadata(value)
+
+
+def _check_range(name: str, value: float) -> None:
+    low, high, kind = _RANGES[name]
+    if value < low:
+        bound, word, limit = "below minimum", ">=", low
+    elif high is not None and value > high:
+        bound, word, limit = "above maximum", "<=", high
+    else:
+        return
+    raise invalid_request(
+        f"Invalid '{name}': {kind} {bound} value. Expected a value {word} {limit:g}, "
+        f"but got {value:g} instead.",
+        param=name,
+        code=f"{kind}_{bound.replace(' ', '_').replace('imum', '')}_value",
+    )
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    if len(metadata) > 16:
+        raise invalid_request(
+            f"Invalid 'metadata': too many properties. Expected an object with at most 16 "
+            f"properties, but got an object with {len(metadata)} properties instead.",
+            param="metadata",
+            code="object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise _invalid_type(f"metadata.{key}", "a string", value)
+
+
+def _tool_choice(value: object, tools: Sequence[Item]) -> str | Item:
+    if value is None:
+        return "auto"
+    if value == "required" and not tools:
+        raise invalid_request(
+            "Tool choice 'required' must be specified with 'tools' parameter.", param="tool_choice"
+        )
+    if isinstance(value, str):
+        if value not in _TOOL_CHOICES:
+            raise invalid_request(
+                f"Invalid value: '{value}'. Supported values are: 'none', 'auto', and 'required'.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        return value
+    if not isinstance(value, dict) or value.get("type") != "function":
+        raise _invalid_type("tool_choice", "a string or a function tool choice", value)
+    if value.get("name") not in {tool["name"] for tool in tools}:
+        raise invalid_request(
+            "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice"
+        )
+    return dict(value)
+
+
+def _previous(response_id: str | None, lookup: ConversationLookup) -> Sequence[Item]:
+    if response_id is None:
+        return ()
+    history = lookup(response_id)
+    if history is None:
+        raise invalid_request(
+            f"Previous response with id '{response_id}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return history
+
+
+def _check_call_pairs(conversation: Sequence[Item]) -> None:
+    """Every function call answered exactly once, every output answering a call made before it."""
+    calls: list[str] = []
+    answered: set[str] = set()
+    for item in conversation:
+        kind, call_id = item_type(item), str(item.get("call_id"))
+        if kind == "function_call":
+            if call_id in calls:
+                raise invalid_request(f"Duplicate function call id '{call_id}' in 'input'.", "input")
+            calls.append(call_id)
+        elif kind == "function_call_output":
+            if call_id in answered:
+                raise invalid_request(
+                    f"Duplicate function call output for call_id '{call_id}' in 'input'.", "input"
+                )
+            if call_id not in calls:
+                raise invalid_request(
+                    f"No tool call found for function call output with call_id {call_id}.", "input"
+                )
+            answered.add(call_id)
+    for call_id in calls:
+        if call_id not in answered:
+            raise invalid_request(f"No tool output found for function call {call_id}.", "input")
+
+
+def _list(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid_type(name, "an array", value)
+    return value
+
+
+def _required(mapping: dict[str, Any], key: str, param: str) -> Any:
+    if mapping.get(key) is None:
+        raise _missing(param)
+    return mapping[key]
+
+
+def _required_string(mapping: dict[str, Any], key: str, param: str) -> str:
+    value = _required(mapping, key, param)
+    if not isinstance(value, str):
+        raise _invalid_type(param, "a string", value)
+    return value
+
+
+def _missing(param: str) -> Rejection:
+    return invalid_request(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
+
+
+def _invalid_type(param: str, expected: str, value: object) -> Rejection:
+    return invalid_request(
+        f"Invalid type for '{param}': expected {expected}, but got {json_type_name(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )

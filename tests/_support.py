@@ -1,0 +1,129 @@
+"""Test doubles: a scripted Responses endpoint behind ``httpx.MockTransport``, and item builders."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from structlog.testing import LogCapture
+
+from agent import Agent, RetryPolicy
+from agent._result import JSONObject
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
+FAST_RETRY = RetryPolicy(initial_delay=0.0, jitter=0.0)
+
+_ids = itertools.count(1)
+
+
+def function_call(name: str, arguments: str | JSONObject = "{}", call_id: str | None = None) -> JSONObject:
+    """A ``function_call`` output item as the API returns it."""
+    n = next(_ids)
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {
+        "type": "function_call",
+        "id": f"fc_{n}",
+        "call_id": call_id or f"call_{n}",
+        "name": name,
+        "arguments": args,
+        "status": "completed",
+    }
+
+
+def message(text: str) -> JSONObject:
+    """An assistant ``message`` output item."""
+    return {
+        "type": "message",
+        "id": f"msg_{next(_ids)}",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def response(*output: JSONObject, status: str = "completed", **extra: Any) -> JSONObject:
+    """A response body holding ``output``, with usage of 10 in / 5 out tokens."""
+    body: JSONObject = {
+        "id": f"resp_{next(_ids)}",
+        "object": "response",
+        "status": status,
+        "output": list(output),
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "input_tokens_details": {"cached_tokens": 2},
+            "output_tokens_details": {"reasoning_tokens": 1},
+        },
+    }
+    body.update(extra)
+    return body
+
+
+Reply = JSONObject | httpx.Response | Exception
+
+
+@dataclass
+class ScriptedEndpoint:
+    """Answers each request with the next scripted reply and records every request body."""
+
+    replies: list[Reply]
+    requests: list[JSONObject] = field(default_factory=list)
+    headers: list[httpx.Headers] = field(default_factory=list)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(json.loads(request.content))
+        self.headers.append(request.headers)
+        if not self.replies:
+            raise AssertionError("the endpoint got more requests than scripted")
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, httpx.Response):
+            return reply
+        return httpx.Response(200, json=reply)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+
+def scripted_agent(replies: Iterable[Reply], **options: Any) -> tuple[Agent, ScriptedEndpoint]:
+    """An agent wired to a :class:`ScriptedEndpoint` (no socket, no network)."""
+    endpoint = ScriptedEndpoint(list(replies))
+    options.setdefault("model", "gpt-4.1")
+    options.setdefault("retry", FAST_RETRY)
+    options.setdefault("base_url", "https://api.example.test/v1")
+    options.setdefault("api_key", "sk-test-secret-key-123")
+    agent = Agent(http_client=endpoint.client(), **options)
+    return agent, endpoint
+
+
+def capturing_logger() -> tuple[structlog.typing.FilteringBoundLogger, LogCapture]:
+    """A debug-level logger whose events land in ``capture.entries``."""
+    capture = LogCapture()
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        None, processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(0)
+    )
+    return logger, capture
+
+
+def load_case(name: str) -> JSONObject:
+    """One recorded conformance case from ``../shared/conformance/responses``."""
+    data: JSONObject = json.loads((CONFORMANCE / "responses" / name).read_text())
+    return data
+
+
+def error_reply(status: int, message: str, code: str | None = None, **headers: str) -> httpx.Response:
+    """An OpenAI-style error response."""
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
