@@ -135,7 +135,9 @@ class ResponsesClient:
         started = time.perf_counter()
         log.debug("model.request", url=self.url)
         try:
-            reply = await self._http.post(self.url, json=body, headers=self._auth_headers(), timeout=self._timeout)
+            reply = await self._http.post(
+                self.url, json=body, headers=self._auth_headers(), timeout=self._timeout
+            )
         except httpx.TimeoutException as exc:
             raise APITimeoutError(f"{self.url} timed out ({type(exc).__name__})", transient=True) from None
         except httpx.TransportError as exc:

@@ -98,7 +98,7 @@ def _allows_null(schema: Any) -> bool:
     kind = schema.get("type")
     if kind == "null" or (isinstance(kind, list) and "null" in kind):
         return True
-    return any(_allows_null(sub) for sub in schema.get("anyOf", ()) + schema.get("oneOf", ()))
+    return any(_allows_null(sub) for sub in [*schema.get("anyOf", ()), *schema.get("oneOf", ())])
 
 
 def drop_null_defaults(arguments: Any, schema: JSONObject) -> Any:

@@ -90,7 +90,7 @@ class Tool(Generic[P, R]):
         if parameters is None:
             self._validator, self.context_param = _ModelValidator.from_signature(function, doc)
         else:
-            self._validator, self.context_param = _SchemaValidator(parameters), None
+            self._validator, self.context_param = _SchemaValidator(parameters), _context_param(function)
         self.strict, self.parameters = _wire_schema(self._validator.schema, strict, self.name)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -166,7 +166,7 @@ class _ModelValidator(_Validator):
         context_param = None
         for param in inspect.signature(function).parameters.values():
             annotation = _annotation(function, param, hints)
-            if annotation is ToolContext or get_origin(annotation) is ToolContext:
+            if _is_context(annotation):
                 context_param = param.name
                 continue
             default = ... if param.default is inspect.Parameter.empty else param.default
@@ -184,6 +184,19 @@ class _ModelValidator(_Validator):
         except ValidationError as exc:
             raise ArgumentsError(_describe(exc)) from None
         return {name: getattr(instance, name) for name in type(instance).model_fields}
+
+
+def _is_context(annotation: Any) -> bool:
+    return annotation is ToolContext or get_origin(annotation) is ToolContext
+
+
+def _context_param(function: Callable[..., Any]) -> str | None:
+    """The parameter of an explicit-schema tool's function that asks for the ToolContext."""
+    try:
+        hints = get_type_hints(function)
+    except (NameError, TypeError):
+        return None
+    return next((name for name, hint in hints.items() if _is_context(hint)), None)
 
 
 def _annotation(function: Callable[..., Any], param: inspect.Parameter, hints: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable
@@ -11,6 +12,9 @@ from typing import Any
 
 import httpx
 import structlog
+from openai.types.responses import Response as OfficialResponse
+from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
+from pydantic import TypeAdapter
 from structlog.testing import LogCapture
 
 from agent import Agent, RetryPolicy
@@ -21,6 +25,21 @@ CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
 FAST_RETRY = RetryPolicy(initial_delay=0.0, jitter=0.0)
 
 _ids = itertools.count(1)
+
+
+@functools.cache
+def _request_adapter() -> TypeAdapter[ResponseCreateParamsNonStreaming]:
+    return TypeAdapter(ResponseCreateParamsNonStreaming)
+
+
+def check_official_request(body: JSONObject) -> None:
+    """Fail unless ``body`` validates against the openai package's ResponseCreateParams."""
+    _request_adapter().validate_python(body)
+
+
+def check_official_response(body: JSONObject) -> None:
+    """Fail unless ``body`` validates against the openai package's Response model."""
+    OfficialResponse.model_validate(body)
 
 
 def function_call(name: str, arguments: str | JSONObject = "{}", call_id: str | None = None) -> JSONObject:
@@ -77,9 +96,14 @@ class ScriptedEndpoint:
     replies: list[Reply]
     requests: list[JSONObject] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+    check_schema: bool = True
+    """Validate every request body against the official ResponseCreateParams."""
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(json.loads(request.content))
+        body = json.loads(request.content)
+        if self.check_schema:
+            check_official_request(body)
+        self.requests.append(body)
         self.headers.append(request.headers)
         if not self.replies:
             raise AssertionError("the endpoint got more requests than scripted")

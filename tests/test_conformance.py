@@ -1,0 +1,171 @@
+"""Recorded real ``/v1/responses`` traffic (../shared/conformance): parse it, and replay it.
+
+Each non-streamed multi-turn recording is replayed through the loop: the endpoint answers with
+the recorded responses, the tools (built from the recorded request's tool schemas) return the
+recorded outputs, and the run must reach the recorded final answer, sending each output under
+the server's ``call_id`` (see the caveat in INDEX.md about clients that echoed the item id).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent import APIStatusError, MaxTurnsExceeded, Tool, ToolContext, tool
+from agent._wire import parse_response
+from tests._support import CONFORMANCE, check_official_request, scripted_agent
+
+CASES_DIR = CONFORMANCE / "responses"
+pytestmark = pytest.mark.skipif(not CASES_DIR.is_dir(), reason="../shared/conformance is not beside the repo")
+
+CASES = sorted(CASES_DIR.glob("*.json")) if CASES_DIR.is_dir() else []
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def json_exchanges(kind: str) -> list[Any]:
+    """(file, index, exchange) for every exchange answered with a JSON body of ``kind``."""
+    found = []
+    for path in CASES:
+        for index, exchange in enumerate(load(path)["exchanges"]):
+            if "response" not in exchange:
+                continue
+            ok = exchange["status"] == 200
+            if (kind == "ok") == ok:
+                found.append(pytest.param(exchange, id=f"{path.stem}#{index}"))
+    return found
+
+
+def replayable() -> list[Any]:
+    """Recordings whose every exchange is a non-streamed 200 with its request, over 2+ turns."""
+    found = []
+    for path in CASES:
+        exchanges = load(path)["exchanges"]
+        if len(exchanges) < 2:
+            continue
+        if all(e.get("request") and e["status"] == 200 and "response" in e for e in exchanges):
+            found.append(pytest.param(path, id=path.stem))
+    return found
+
+
+@pytest.mark.parametrize("exchange", json_exchanges("ok"))
+def test_every_recorded_response_parses(exchange: dict[str, Any]) -> None:
+    """Every recorded 200 body parses; its function calls and unknown fields are kept."""
+    body = exchange["response"]
+    parsed = parse_response(body)
+    expected_calls = [i["call_id"] for i in body["output"] if i["type"] == "function_call"]
+    assert [c.call_id for c in parsed.function_calls] == expected_calls
+    assert parsed.output == body["output"]
+    assert parsed.body is body
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("exchange", json_exchanges("error"))
+async def test_every_recorded_error_becomes_a_typed_error(exchange: dict[str, Any]) -> None:
+    """Every recorded error body becomes an APIStatusError with its status, code and message."""
+    error = exchange["response"]["error"]
+    reply = httpx.Response(exchange["status"], json=exchange["response"])
+    agent, _ = scripted_agent([reply], max_retries=0)
+    with pytest.raises(APIStatusError) as info:
+        await agent.run("hi")
+    assert (info.value.status, info.value.code, info.value.message) == (
+        exchange["status"],
+        error.get("code"),
+        error["message"],
+    )
+
+
+def recorded_outputs(exchanges: list[dict[str, Any]]) -> dict[str, str]:
+    """Map each function call (by server call_id) to the output the client sent back for it."""
+    outputs: dict[str, str] = {}
+    for current, following in itertools.pairwise(exchanges):
+        sent = {
+            i["call_id"]: i["output"]
+            for i in following["request"]["input"]
+            if i.get("type") == "function_call_output"
+        }
+        for item in current["response"]["output"]:
+            if item["type"] == "function_call":
+                # Some clients echoed the fc_ item id instead of the call_id (INDEX.md caveat).
+                outputs[item["call_id"]] = sent.get(item["call_id"]) or sent[item["id"]]
+    return outputs
+
+
+def replay_tools(request: dict[str, Any], outputs: dict[str, str]) -> list[Tool[..., Any]]:
+    """Dynamic tools from the recorded schemas, answering with the recorded outputs."""
+
+    async def answer(ctx: ToolContext[None], **_: Any) -> str:
+        return outputs.get(ctx.call_id, "(not recorded)")
+
+    def make(spec: dict[str, Any]) -> Tool[..., Any]:
+        return tool(
+            answer,
+            name=spec["name"],
+            description=spec.get("description") or "",
+            parameters=spec["parameters"],
+            strict=spec.get("strict"),
+        )
+
+    return [make(spec) for spec in request.get("tools", []) if spec.get("type") == "function"]
+
+
+def final_text(body: dict[str, Any]) -> str:
+    return "\n".join(
+        part["text"]
+        for item in body["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", replayable())
+async def test_recorded_conversation_replays_to_its_final_answer(path: Path) -> None:
+    """The loop, fed the recorded responses and tool outputs, reaches the recorded answer."""
+    exchanges = load(path)["exchanges"]
+    first = exchanges[0]["request"]
+    outputs = recorded_outputs(exchanges)
+    stateful = "previous_response_id" in exchanges[1]["request"]
+    options: dict[str, Any] = {
+        "model": first["model"],
+        "tools": replay_tools(first, outputs),
+        "instructions": first.get("instructions"),
+        "max_turns": len(exchanges),
+        "use_previous_response_id": stateful,
+    }
+    agent, endpoint = scripted_agent([e["response"] for e in exchanges], **options)
+    last = exchanges[-1]["response"]
+    if any(i["type"] == "function_call" for i in last["output"]):
+        with pytest.raises(MaxTurnsExceeded) as info:
+            await agent.run(first["input"])
+        assert info.value.partial_result is not None
+        result = info.value.partial_result
+    else:
+        result = await agent.run(first["input"])
+        assert result.output == final_text(last)
+    sent = [
+        (i["call_id"], i["output"])
+        for body in endpoint.requests
+        for i in body["input"]
+        if i.get("type") == "function_call_output"
+    ]
+    expected = [(r.call_id, outputs[r.call_id]) for r in result.tool_calls if r.call_id in outputs]
+    assert len(expected) == len(outputs)
+    assert all(r.kind == "ok" for r in result.tool_calls)
+    assert sent[-len(expected) :] == expected if stateful else set(sent) == set(expected)
+    for body in endpoint.requests:
+        check_official_request(body)
+
+
+def test_the_corpus_has_replayable_cases() -> None:
+    """Guard: the replay test above really runs on several recordings."""
+    assert len(replayable()) >= 6

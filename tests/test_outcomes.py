@@ -1,0 +1,174 @@
+"""Every tool call ends in exactly one outcome, sent to the model as a clear error when it fails."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from agent import ToolContext, tool
+from agent._result import ToolCallRecord
+from tests._support import function_call, message, response, scripted_agent
+
+
+class Unserialisable:
+    pass
+
+
+@tool
+def divide(a: float, b: float) -> float:
+    """Divide a by b."""
+    return a / b
+
+
+@tool
+def leaky() -> str:
+    """Fail with a message holding a secret."""
+    raise RuntimeError("password=hunter2")
+
+
+@tool
+async def slow() -> str:
+    """Never finish in time."""
+    await anyio.sleep(10)
+    return "late"
+
+
+@tool
+def returns_object() -> Unserialisable:
+    """Return something that is not JSON."""
+    return Unserialisable()
+
+
+@tool
+async def self_cancelling() -> str:
+    """Raise a cancellation of its own (e.g. from a library it awaited)."""
+    raise anyio.get_cancelled_exc_class()()
+
+
+TOOLS = [divide, leaky, slow, returns_object]
+
+
+async def run_one(call: dict[str, Any], **options: Any) -> tuple[ToolCallRecord, dict[str, Any]]:
+    """Run one call through the loop; return its record and the error the model received."""
+    options.setdefault("tools", TOOLS)
+    agent, endpoint = scripted_agent([response(call), response(message("final"))], **options)
+    result = await agent.run("go")
+    assert result.output == "final"
+    sent = [i for i in endpoint.requests[1]["input"] if i.get("type") == "function_call_output"]
+    assert [i["call_id"] for i in sent] == [call["call_id"]]
+    return result.tool_calls[0], json.loads(sent[0]["output"])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "kind", "message_part"),
+    [
+        (function_call("nope"), "unknown_tool", "available tools: divide, leaky, slow, returns_object"),
+        (function_call("divide", '{"a": 1, "b":'), "invalid_arguments", "not valid JSON"),
+        (
+            function_call("divide", {"a": "one", "b": 2}),
+            "invalid_arguments",
+            "a: Input should be a valid number",
+        ),
+        (function_call("divide", {"a": 1}), "invalid_arguments", "b: Field required"),
+        (function_call("divide", {"a": 1, "b": 0}), "tool_error", "failed with ZeroDivisionError"),
+        (function_call("returns_object"), "tool_error", "cannot be sent as JSON"),
+    ],
+    ids=["unknown", "broken-json", "wrong-type", "missing", "exception", "unserialisable"],
+)
+async def test_bad_calls_become_error_outputs(call: dict[str, Any], kind: str, message_part: str) -> None:
+    """Each bad call yields one error output of the right kind, and the run still finishes."""
+    record, sent = await run_one(call)
+    assert (record.kind, sent["error"]["type"]) == (kind, kind)
+    assert message_part in sent["error"]["message"]
+    assert "Traceback" not in sent["error"]["message"]
+
+
+@pytest.mark.asyncio
+async def test_exception_message_is_hidden_from_the_model_by_default() -> None:
+    """An unexpected exception's message may hold secrets: the model sees only its type."""
+    record, sent = await run_one(function_call("leaky"))
+    assert sent["error"]["message"] == "tool 'leaky' failed with RuntimeError"
+    assert record.error == "RuntimeError: password=hunter2"
+
+
+@pytest.mark.asyncio
+async def test_exception_message_can_be_exposed() -> None:
+    """expose_tool_exceptions=True sends the message too."""
+    _, sent = await run_one(function_call("leaky"), expose_tool_exceptions=True)
+    assert sent["error"]["message"] == "tool 'leaky' failed with RuntimeError: password=hunter2"
+
+
+@pytest.mark.asyncio
+async def test_async_tool_timeout_is_reported() -> None:
+    """A tool over its time limit is cancelled and reported as a timeout."""
+    record, sent = await run_one(function_call("slow"), tool_timeout=0.05)
+    assert (record.kind, sent["error"]["message"]) == (
+        "timeout",
+        "tool 'slow' did not finish within 0.05 seconds",
+    )
+
+
+@pytest.mark.asyncio
+async def test_per_tool_timeout_wins_over_agent_timeout() -> None:
+    """@tool(timeout=...) overrides the agent's tool_timeout."""
+    quick = tool(slow.function, name="quick", timeout=0.01)
+    record, _ = await run_one(function_call("quick"), tools=[quick], tool_timeout=30)
+    assert record.kind == "timeout"
+
+
+@pytest.mark.asyncio
+async def test_sync_tool_timeout_moves_on_and_sets_cancel_flag() -> None:
+    """A hanging sync tool times out; the run goes on and the tool sees ctx.cancelled."""
+    saw_cancel = threading.Event()
+
+    @tool
+    def hang(ctx: ToolContext[None]) -> str:
+        """Block until told to stop."""
+        deadline = time.monotonic() + 5
+        while not ctx.cancelled and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if ctx.cancelled:
+            saw_cancel.set()
+        return "stopped"
+
+    record, _ = await run_one(function_call("hang"), tools=[hang], tool_timeout=0.05)
+    assert record.kind == "timeout"
+    with anyio.fail_after(5):
+        await anyio.to_thread.run_sync(saw_cancel.wait)
+
+
+@pytest.mark.asyncio
+async def test_tool_raising_its_own_cancellation_is_reported_as_cancelled() -> None:
+    """A cancellation that does not come from the run is the call's outcome, not the run's end."""
+    record, sent = await run_one(function_call("self_cancelling"), tools=[self_cancelling])
+    assert (record.kind, sent["error"]["type"]) == ("cancelled", "cancelled")
+
+
+@pytest.mark.asyncio
+async def test_one_failing_call_does_not_affect_the_others() -> None:
+    """In a parallel batch, a failure stays with its call; the rest succeed, in call order."""
+    calls = [
+        function_call("divide", {"a": 1, "b": 2}),
+        function_call("divide", {"a": 1, "b": 0}),
+        function_call("missing_tool"),
+        function_call("divide", {"a": 9, "b": 3}),
+    ]
+    agent, endpoint = scripted_agent([response(*calls), response(message("ok"))], tools=TOOLS)
+    result = await agent.run("go")
+    assert [r.kind for r in result.tool_calls] == ["ok", "tool_error", "unknown_tool", "ok"]
+    sent = [i["call_id"] for i in endpoint.requests[1]["input"] if i.get("type") == "function_call_output"]
+    assert sent == [c["call_id"] for c in calls]
+
+
+@pytest.mark.asyncio
+async def test_records_carry_duration_and_turn() -> None:
+    """Each record says how long the call took and in which turn."""
+    record, _ = await run_one(function_call("divide", {"a": 1, "b": 4}))
+    assert (record.output, record.turn, record.ok) == ("0.25", 1, True)
+    assert 0 <= record.duration < 5
