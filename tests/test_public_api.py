@@ -1,0 +1,62 @@
+"""The public surface is exactly what ``agent.__all__`` says."""
+
+from __future__ import annotations
+
+import inspect
+
+import agent
+
+EXPECTED = {
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Agent",
+    "AgentError",
+    "AuthenticationError",
+    "BadRequestError",
+    "InternalServerError",
+    "MaxTurnsExceeded",
+    "NotFoundError",
+    "OutcomeKind",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "ResponseFailedError",
+    "RetryPolicy",
+    "RunError",
+    "RunResult",
+    "Tool",
+    "ToolCallRecord",
+    "ToolContext",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolRegistry",
+    "UnansweredToolCallError",
+    "Usage",
+    "UsageError",
+    "make_logger",
+    "tool",
+}
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """Adding or removing a public name is a deliberate change to this list."""
+    assert set(agent.__all__) == EXPECTED
+
+
+def test_every_public_name_is_importable_and_documented() -> None:
+    """Each public class and function exists and has a docstring for the user's editor."""
+    for name in agent.__all__:
+        obj = getattr(agent, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert obj.__doc__, name
+
+
+def test_errors_share_one_root() -> None:
+    """Every runtime error derives from AgentError; ToolError is a tool's signal, apart."""
+    errors = [
+        getattr(agent, n) for n in agent.__all__ if n.endswith(("Error", "Exceeded")) and n != "ToolError"
+    ]
+    assert all(issubclass(e, agent.AgentError) for e in errors)
+    assert not issubclass(agent.ToolError, agent.AgentError)
