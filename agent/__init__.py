@@ -39,7 +39,7 @@ from agent._http import RetryPolicy
 from agent._logging import make_logger
 from agent._loop import Agent
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
-from agent._tools import Tool, ToolContext, ToolRegistry, tool
+from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry, tool
 
 __all__ = [
     "APIConnectionError",
@@ -48,6 +48,7 @@ __all__ = [
     "APITimeoutError",
     "Agent",
     "AgentError",
+    "ArgumentsError",
     "AuthenticationError",
     "BadRequestError",
     "InternalServerError",

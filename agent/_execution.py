@@ -24,6 +24,7 @@ import structlog
 from pydantic_core import PydanticSerializationError, to_json
 
 from agent._errors import ToolError
+from agent._events import Emit, ToolCallFinished, ToolCallStarted
 from agent._result import OutcomeKind, ToolCallRecord
 from agent._threads import run_sync_bounded
 from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry
@@ -57,12 +58,15 @@ async def execute_calls(
     deps: Any,
     turn: int,
     log: structlog.typing.FilteringBoundLogger,
+    emit: Emit,
 ) -> list[ToolCallRecord]:
     """Run every call concurrently; the records come back in the order of ``calls``."""
     records: list[ToolCallRecord | None] = [None] * len(calls)
 
     async def run_one(index: int, call: FunctionCall) -> None:
-        records[index] = await execute_call(call, settings, limiter=limiter, deps=deps, turn=turn, log=log)
+        records[index] = await execute_call(
+            call, settings, limiter=limiter, deps=deps, turn=turn, log=log, emit=emit
+        )
 
     async with anyio.create_task_group() as group:
         for index, call in enumerate(calls):
@@ -78,15 +82,17 @@ async def execute_call(
     deps: Any,
     turn: int,
     log: structlog.typing.FilteringBoundLogger,
+    emit: Emit,
 ) -> ToolCallRecord:
     """Run one tool call to its outcome (the seam for one tool call)."""
     log = log.bind(call_id=call.call_id, tool=call.name)
     started = time.perf_counter()
     log.debug("tool.start", arguments=call.arguments)
+    await emit(ToolCallStarted(turn=turn, call_id=call.call_id, name=call.name, arguments=call.arguments))
     outcome = await _outcome(call, settings, limiter=limiter, deps=deps, turn=turn)
     duration = time.perf_counter() - started
     log.info("tool.end", kind=outcome.kind, duration=round(duration, 6), error=outcome.error)
-    return ToolCallRecord(
+    record = ToolCallRecord(
         name=call.name,
         call_id=call.call_id,
         arguments=call.arguments,
@@ -96,6 +102,8 @@ async def execute_call(
         duration=duration,
         turn=turn,
     )
+    await emit(ToolCallFinished(record))
+    return record
 
 
 async def _outcome(

@@ -3,7 +3,7 @@
 The loop is deterministic given the responses and tool results it receives: what it sends
 depends on nothing else (no clocks, no random ids, results in call order, not completion
 order), so a recorded run can be replayed. It reaches the endpoint only through
-:meth:`Agent._request_model` and each tool only through :func:`execute_call`.
+:meth:`_Run.request_model` and each tool only through :func:`execute_call`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ from agent._errors import (
     ProtocolError,
     ResponseFailedError,
     UsageError,
+)
+from agent._events import (
+    Emit,
+    Hooks,
+    ModelResponded,
+    RunFinished,
+    RunStarted,
+    TurnFinished,
+    dispatch_to_hooks,
 )
 from agent._execution import ExecutionSettings, execute_calls
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy
@@ -208,70 +217,70 @@ class Agent:
         if self._closed:
             raise UsageError("this Agent is closed")
 
-    async def run(self, input: str | Sequence[JSONObject], *, deps: Any = None) -> RunResult:
+    async def run(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+    ) -> RunResult:
         """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
+
+        Args:
+            input: A prompt, or Responses input items (e.g. ``result.items + [next_message]``).
+            deps: Anything your tools need, handed to them as ``ToolContext.deps``.
+            hooks: Callbacks on run start/end, model responses, tool start/end.
 
         Raises:
             APIError: the endpoint failed (after retries), with ``partial_result`` set.
             MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
         """
         self._check_open()
-        return await self._run(self._client, input, deps)
+        return await self._run(self._client, input, deps, partial(dispatch_to_hooks, hooks))
 
-    def run_sync(self, input: str | Sequence[JSONObject], *, deps: Any = None) -> RunResult:
+    def run_sync(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+    ) -> RunResult:
         """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
         self._check_open()
-        return anyio.run(self._run_detached, input, deps)
+        return anyio.run(self._run_detached, input, deps, partial(dispatch_to_hooks, hooks))
 
-    async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any) -> RunResult:
+    async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any, emit: Emit) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, input, deps)
+            return await self._run(client, input, deps, emit)
         finally:
             await client.aclose()
 
-    async def _run(self, client: ResponsesClient, input: str | Sequence[JSONObject], deps: Any) -> RunResult:
-        log = self._log.bind(run_id=uuid.uuid4().hex[:16])
-        state = _RunState(items=input_items(input))
-        log.info("run.start", model=self.model, tools=len(self.tools))
+    async def _run(
+        self,
+        client: ResponsesClient,
+        input: str | Sequence[JSONObject],
+        deps: Any,
+        emit: Emit,
+    ) -> RunResult:
+        run_id = uuid.uuid4().hex[:16]
+        run = _Run(
+            self, client, _RunState(items=input_items(input)), deps, emit, self._log.bind(run_id=run_id)
+        )
+        run.log.info("run.start", model=self.model, tools=len(self.tools))
+        await emit(RunStarted(run_id=run_id, model=self.model))
         try:
-            result = await self._turns(client, state, deps, log)
+            result = await run.turns()
         except AgentError as exc:
-            exc.partial_result = exc.partial_result or state.result()
-            log.warning("run.error", error=type(exc).__name__, detail=str(exc))
+            exc.partial_result = exc.partial_result or run.state.result()
+            run.log.warning("run.error", error=type(exc).__name__, detail=str(exc))
             raise
-        usage = result.usage
-        log.info("run.end", turns=result.turns, status=result.status, tokens=usage.total_tokens)
+        run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
+        await emit(RunFinished(result))
         return result
 
-    async def _turns(
-        self, client: ResponsesClient, state: _RunState, deps: Any, log: FilteringBoundLogger
-    ) -> RunResult:
-        limiter = anyio.CapacityLimiter(self.max_concurrency)
-        for turn in range(1, self.max_turns + 1):
-            response = await self._request_model(client, self._next_body(state), log)
-            state.add_response(response)
-            _check_status(response)
-            if response.status == "incomplete" or not response.function_calls:
-                return state.result()
-            records = await execute_calls(
-                response.function_calls,
-                self._execution,
-                limiter=limiter,
-                deps=deps,
-                turn=turn,
-                log=log,
-            )
-            state.add_records(records)
-        raise MaxTurnsExceeded(f"the model was still calling tools after {self.max_turns} turns")
-
-    async def _request_model(
-        self, client: ResponsesClient, body: JSONObject, log: FilteringBoundLogger
-    ) -> ModelResponse:
-        """The seam for one model request."""
-        return await client.create(body, log=log)
-
-    def _next_body(self, state: _RunState) -> JSONObject:
+    def request_body(self, state: _RunState) -> JSONObject:
+        """The next request of a run, from the run's state alone (deterministic)."""
         previous = state.last.id if self.use_previous_response_id and state.last else None
         if previous and state.last:
             items = state.pending
@@ -291,6 +300,45 @@ class Agent:
             previous_response_id=previous,
             extra_body=self.extra_body,
         )
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run in progress: the agent's settings plus this run's client, state and outlets."""
+
+    agent: Agent
+    client: ResponsesClient
+    state: _RunState
+    deps: Any
+    emit: Emit
+    log: FilteringBoundLogger
+
+    async def turns(self) -> RunResult:
+        limiter = anyio.CapacityLimiter(self.agent.max_concurrency)
+        for turn in range(1, self.agent.max_turns + 1):
+            response = await self.request_model(self.agent.request_body(self.state))
+            self.state.add_response(response)
+            await self.emit(ModelResponded(turn, response.id, response.status, response.usage, response.body))
+            _check_status(response)
+            if response.status == "incomplete" or not response.function_calls:
+                await self.emit(TurnFinished(turn, response.id, response.usage, 0))
+                return self.state.result()
+            records = await execute_calls(
+                response.function_calls,
+                self.agent._execution,
+                limiter=limiter,
+                deps=self.deps,
+                turn=turn,
+                log=self.log,
+                emit=self.emit,
+            )
+            self.state.add_records(records)
+            await self.emit(TurnFinished(turn, response.id, response.usage, len(records)))
+        raise MaxTurnsExceeded(f"the model was still calling tools after {self.agent.max_turns} turns")
+
+    async def request_model(self, body: JSONObject) -> ModelResponse:
+        """The seam for one model request."""
+        return await self.client.create(body, log=self.log)
 
 
 def _secret(value: str | None) -> SecretStr | None:

@@ -91,7 +91,9 @@ class Tool(Generic[P, R]):
             self._validator, self.context_param = _ModelValidator.from_signature(function, doc)
         else:
             self._validator, self.context_param = _SchemaValidator(parameters), _context_param(function)
-        self.strict, self.parameters = _wire_schema(self._validator.schema, strict, self.name)
+        self.strict, self.parameters = _wire_schema(
+            self._validator.schema, strict, self.name, explicit=parameters is not None
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.function(*args, **kwargs)
@@ -112,8 +114,8 @@ class Tool(Generic[P, R]):
     def validate(self, arguments: str) -> dict[str, Any]:
         """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad."""
         try:
-            parsed = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
+            parsed = json.loads(arguments, parse_constant=_refuse_constant) if arguments.strip() else {}
+        except ValueError as exc:
             raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise ArgumentsError("arguments must be a JSON object")
@@ -126,8 +128,18 @@ class Tool(Generic[P, R]):
         return partial(self.function, **arguments)
 
 
-def _wire_schema(schema: JSONObject, strict: bool | None, name: str) -> tuple[bool, JSONObject]:
-    """Choose strictness: as asked, else strict only where that does not change the meaning."""
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _wire_schema(
+    schema: JSONObject, strict: bool | None, name: str, *, explicit: bool
+) -> tuple[bool, JSONObject]:
+    """Choose strictness: as asked, else strict only where that does not change the meaning.
+
+    A schema from a signature already forbids extra properties, so only nullable optionals
+    change its meaning; an explicit schema must already be in strict form, to the letter.
+    """
     try:
         strict_schema, changed = to_strict(schema)
     except ToolDefinitionError as exc:
@@ -135,7 +147,7 @@ def _wire_schema(schema: JSONObject, strict: bool | None, name: str) -> tuple[bo
             raise ToolDefinitionError(f"tool {name!r} cannot be strict: {exc}") from None
         return False, schema
     if strict is None:
-        strict = not changed and strict_schema == schema
+        strict = not changed and (strict_schema == schema or not explicit)
     return strict, strict_schema if strict else schema
 
 
@@ -213,7 +225,7 @@ def _make_model(function: Callable[..., Any], fields: dict[str, Any]) -> type[Ba
     try:
         return create_model(
             f"{function.__name__}_arguments",
-            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
             **fields,
         )
     except Exception as exc:

@@ -10,6 +10,7 @@ EXPECTED = {
     "APIConnectionError",
     "APIError",
     "APIStatusError",
+    "ArgumentsError",
     "APITimeoutError",
     "Agent",
     "AgentError",
@@ -54,9 +55,9 @@ def test_every_public_name_is_importable_and_documented() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    """Every runtime error derives from AgentError; ToolError is a tool's signal, apart."""
-    errors = [
-        getattr(agent, n) for n in agent.__all__ if n.endswith(("Error", "Exceeded")) and n != "ToolError"
-    ]
+    """Every runtime error derives from AgentError; a tool's signal and Tool.validate's stand apart."""
+    apart = {"ToolError", "ArgumentsError"}
+    names = [n for n in agent.__all__ if n.endswith(("Error", "Exceeded")) and n not in apart]
+    errors = [getattr(agent, n) for n in names]
     assert all(issubclass(e, agent.AgentError) for e in errors)
     assert not issubclass(agent.ToolError, agent.AgentError)

@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from agent import Tool, ToolContext, ToolDefinitionError, ToolRegistry, tool
-from agent._tools import ArgumentsError
+from agent import ArgumentsError, Tool, ToolContext, ToolDefinitionError, ToolRegistry, tool
 
 
 class Color(enum.Enum):
@@ -263,12 +262,32 @@ def test_inexpressible_types_default_to_non_strict() -> None:
         ('{"city": "x"}', "days: Field required"),
         ('{"city": "x", "days": "many"}', "days: Input should be a valid integer"),
         ('{"city": "x", "days": 1, "extra": 1}', "extra: Extra inputs are not permitted"),
+        ('{"city": "x", "days": NaN}', "NaN is not a JSON number"),
     ],
 )
 def test_bad_arguments_are_described_for_the_model(arguments: str, message: str) -> None:
     """Broken JSON and schema violations raise ArgumentsError naming the location and problem."""
     with pytest.raises(ArgumentsError, match=message):
         tool(f_required).validate(arguments)
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    """1e400 parses as infinity in Python; a float parameter refuses it."""
+
+    def scale(factor: float) -> None:
+        """Scale."""
+
+    with pytest.raises(ArgumentsError, match="factor: Input should be a finite number"):
+        tool(scale).validate('{"factor": 1e400}')
+
+
+def test_parameterless_tool_is_strict() -> None:
+    """A tool without parameters loses nothing in strict mode."""
+
+    def now() -> None:
+        """Now."""
+
+    assert tool(now).strict is True
 
 
 def test_empty_arguments_mean_no_arguments() -> None:

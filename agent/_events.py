@@ -1,0 +1,196 @@
+"""What a run reports while it works: typed events, and optional hooks that receive them.
+
+The loop emits every event through one callable; :meth:`Agent.run` hands them to the
+:class:`Hooks` it was given, :meth:`Agent.run_stream` also yields them to the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+
+__all__ = [
+    "ArgumentsDelta",
+    "Emit",
+    "Hooks",
+    "ModelResponded",
+    "RunEvent",
+    "RunFinished",
+    "RunStarted",
+    "TextDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolProgress",
+    "TurnFinished",
+    "dispatch_to_hooks",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run began."""
+
+    run_id: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the model's answer text, as it streams in."""
+
+    turn: int
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentsDelta:
+    """A piece of a function call's JSON arguments, as they stream in."""
+
+    turn: int
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponded:
+    """A model response arrived complete (its raw body included)."""
+
+    turn: int
+    response_id: str
+    status: str
+    usage: Usage
+    body: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """A tool call began (after its arguments arrived complete)."""
+
+    turn: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolProgress:
+    """Something a running tool reported through ``ToolContext.report``."""
+
+    turn: int
+    call_id: str
+    name: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished:
+    """A tool call ended; ``record`` says how (output or error, and duration)."""
+
+    record: ToolCallRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished:
+    """A turn ended: its response arrived and all its tool calls finished."""
+
+    turn: int
+    response_id: str
+    usage: Usage
+    tool_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run ended with ``result``."""
+
+    result: RunResult
+
+
+RunEvent: TypeAlias = (
+    RunStarted
+    | TextDelta
+    | ArgumentsDelta
+    | ModelResponded
+    | ToolCallStarted
+    | ToolProgress
+    | ToolCallFinished
+    | TurnFinished
+    | RunFinished
+)
+"""Every event a run emits."""
+
+Emit: TypeAlias = Callable[[RunEvent], Awaitable[None]]
+
+
+class OnRunStart(Protocol):
+    """Called when a run starts; may be sync or async."""
+
+    def __call__(self, event: RunStarted, /) -> Awaitable[None] | None: ...
+
+
+class OnRunEnd(Protocol):
+    """Called with the result when a run ends normally; may be sync or async."""
+
+    def __call__(self, event: RunFinished, /) -> Awaitable[None] | None: ...
+
+
+class OnModelResponse(Protocol):
+    """Called for each complete model response; may be sync or async."""
+
+    def __call__(self, event: ModelResponded, /) -> Awaitable[None] | None: ...
+
+
+class OnToolStart(Protocol):
+    """Called as each tool call starts; may be sync or async."""
+
+    def __call__(self, event: ToolCallStarted, /) -> Awaitable[None] | None: ...
+
+
+class OnToolEnd(Protocol):
+    """Called as each tool call ends, with its record; may be sync or async."""
+
+    def __call__(self, event: ToolCallFinished, /) -> Awaitable[None] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """Callbacks for users who prefer them to iterating over events; every one is optional.
+
+    A hook runs inside the run: keep it quick, and an exception it raises ends the run.
+    """
+
+    on_run_start: OnRunStart | None = None
+    on_run_end: OnRunEnd | None = None
+    on_model_response: OnModelResponse | None = None
+    on_tool_start: OnToolStart | None = None
+    on_tool_end: OnToolEnd | None = None
+
+    def hook_for(self, event: RunEvent) -> Callable[[Any], Awaitable[None] | None] | None:
+        """The hook that wants ``event``, if any."""
+        match event:
+            case RunStarted():
+                return self.on_run_start
+            case RunFinished():
+                return self.on_run_end
+            case ModelResponded():
+                return self.on_model_response
+            case ToolCallStarted():
+                return self.on_tool_start
+            case ToolCallFinished():
+                return self.on_tool_end
+        return None
+
+
+async def dispatch_to_hooks(hooks: Hooks | None, event: RunEvent) -> None:
+    """Call the hook for ``event``, awaiting it if it is async."""
+    hook = hooks.hook_for(event) if hooks else None
+    if hook is None:
+        return
+    outcome = hook(event)
+    if inspect.isawaitable(outcome):
+        await outcome
