@@ -7,6 +7,17 @@ import inspect
 import agent
 
 EXPECTED = {
+    "TurnFinished",
+    "ToolProgress",
+    "ToolCallStarted",
+    "ToolCallFinished",
+    "TextDelta",
+    "RunStarted",
+    "RunFinished",
+    "RunEvent",
+    "ModelResponded",
+    "Hooks",
+    "ArgumentsDelta",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
