@@ -161,7 +161,7 @@ class Agent:
         self.model = model
         self.tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.instructions = instructions
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self.max_turns = max_turns
         self.max_concurrency = max_concurrency
         self.parallel_tool_calls = parallel_tool_calls
@@ -273,7 +273,8 @@ class Agent:
             result = await run.turns()
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()
-            run.log.warning("run.error", error=type(exc).__name__, detail=str(exc))
+            # Info, not warning: the caller gets the exception itself and decides how loud it is.
+            run.log.info("run.error", error=type(exc).__name__, detail=str(exc))
             raise
         run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
         await emit(RunFinished(result))
@@ -339,6 +340,17 @@ class _Run:
     async def request_model(self, body: JSONObject) -> ModelResponse:
         """The seam for one model request."""
         return await self.client.create(body, log=self.log)
+
+
+def _checked_url(url: str) -> str:
+    """Refuse a base URL httpx could never send to, before any run starts."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"invalid base_url {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"base_url must be an http:// or https:// URL, got {url!r}")
+    return url
 
 
 def _secret(value: str | None) -> SecretStr | None:

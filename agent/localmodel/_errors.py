@@ -18,6 +18,14 @@ from starlette.responses import JSONResponse
 
 __all__ = ["Rejection", "invalid_request", "json_type_name"]
 
+_JSON_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a decimal"),
+    (str, "a string"),
+    (list, "an array"),
+)
+
 
 class Rejection(Exception):
     """An error answer, raised where the problem is found and rendered by the app."""
@@ -59,14 +67,5 @@ def json_type_name(value: object) -> str:
     """The article and JSON type name OpenAI's messages use: 'an object', 'a string', ..."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+    # bool before int: in Python a bool is an int, in JSON it is not.
+    return next((name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), "an object")

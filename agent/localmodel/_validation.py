@@ -13,6 +13,7 @@ from typing import Any
 
 from ._errors import Rejection, invalid_request, json_type_name
 from ._request import Item, ResponseRequest, item_type
+from ._tool_schema import schema_problem
 
 __all__ = ["ConversationLookup", "parse_request"]
 
@@ -120,8 +121,7 @@ def _check_message(item: Item, param: str) -> None:
     role = _required(item, "role", f"{param}.role")
     if role not in _ROLES:
         raise invalid_request(
-            f"Invalid value: '{role}'. Supported values are: 'assistant', 'system', "
-            "'developer', and 'user'.",
+            f"Invalid value: '{role}'. Supported values are: 'assistant', 'system', 'developer', and 'user'.",
             param=f"{param}.role",
             code="invalid_value",
         )
@@ -142,10 +142,11 @@ def _tool(raw: object, index: int) -> Item:
         )
     name = _required_string(raw, "name", f"{param}.name")
     _check_tool_name(name, f"{param}.name")
-    _check_parameters(name, _required(raw, "parameters", f"{param}.parameters"), param)
     for key, kinds, expected in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if raw.get(key) is not None and not isinstance(raw[key], kinds):
             raise _invalid_type(f"{param}.{key}", expected, raw[key])
+    parameters = _required(raw, "parameters", f"{param}.parameters")
+    _check_parameters(name, parameters, param, strict=raw.get("strict") is True)
     return dict(raw)
 
 
@@ -166,18 +167,12 @@ def _check_tool_name(name: str, param: str) -> None:
         )
 
 
-def _check_parameters(name: str, schema: object, param: str) -> None:
+def _check_parameters(name: str, schema: object, param: str, *, strict: bool) -> None:
     if schema is None:
         return
     if not isinstance(schema, dict):
         raise _invalid_type(f"{param}.parameters", "an object", schema)
-    problem = None
-    if schema.get("type", "object") != "object":
-        problem = f"schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{schema['type']}\"'."
-    elif not isinstance(schema.get("properties", {}), dict):
-        problem = "'properties' must be an object."
-    elif not isinstance(schema.get("required", []), list):
-        problem = "'required' must be an array."
+    problem = schema_problem(schema, strict=strict)
     if problem is not None:
         raise invalid_request(
             f"Invalid schema for function '{name}': {problem}",
@@ -191,11 +186,12 @@ def _check_optional(body: dict[str, Any], name: str) -> None:
     if value is None:
         return
     kinds, expected = _OPTIONAL[name]
+    # A JSON boolean is no number, though a Python bool is an int.
     if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
         raise _invalid_type(name, expected, value)
-    if name in _RANGES:
+    if isinstance(value, int | float) and name in _RANGES:
         _check_range(name, value)
-    if name == "metadata":
+    if isinstance(value, dict) and name == "metadata":
         _check_metadata(value)
 
 
@@ -246,9 +242,7 @@ def _tool_choice(value: object, tools: Sequence[Item]) -> str | Item:
     if not isinstance(value, dict) or value.get("type") != "function":
         raise _invalid_type("tool_choice", "a string or a function tool choice", value)
     if value.get("name") not in {tool["name"] for tool in tools}:
-        raise invalid_request(
-            "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice"
-        )
+        raise invalid_request("Tool choice 'function' not found in 'tools' parameter.", param="tool_choice")
     return dict(value)
 
 

@@ -1,0 +1,139 @@
+"""Fault injection: rehearse the failures a real endpoint has, on demand.
+
+A fault comes from three places, merged in this order (later fields win): the server's fault plan
+(one entry consumed per request, for clients that cannot set headers), the `x-localmodel-fault`
+request header, and the request's `metadata["localmodel_fault"]`. The text form is the same for
+the header and metadata: `;`-separated `key=value` pairs and flags, e.g. `status=429;retry_after=0.2`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._errors import Rejection
+
+__all__ = ["Fault", "FaultPlan", "status_rejection"]
+
+_FLAGS = ("drop", "malformed", "truncate")
+_NUMBERS = ("retry_after", "delay", "stream_delay")
+
+# Bodies shaped like the real API's for each status; the marker says who really sent them.
+_MARK = " [localmodel fault injection]"
+_STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Bad request."),
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
+    404: ("invalid_request_error", None, "Not found."),
+    409: ("invalid_request_error", None, "Conflict."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests."),
+    500: ("server_error", None, "The server had an error while processing your request."),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fault:
+    """One injected failure. The default `Fault()` injects nothing.
+
+    - `status`: answer this HTTP status (400-599) with an OpenAI-style error body.
+    - `retry_after`: seconds, sent as `retry-after` and `retry-after-ms` headers with `status`.
+    - `delay`: sleep this many seconds before answering (whatever the answer is).
+    - `drop`: close the connection without any response.
+    - `malformed`: answer 200 with a body that is not JSON (or, streaming, an event that is not).
+    - `truncate`: streaming only; end the stream after the first output item, with no
+      `response.completed`.
+    - `stream_delay`: seconds between streamed output items, overriding the server's setting.
+    """
+
+    status: int | None = None
+    retry_after: float | None = None
+    delay: float = 0.0
+    drop: bool = False
+    malformed: bool = False
+    truncate: bool = False
+    stream_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError(f"fault status must be 400-599, got {self.status}")
+        for name in _NUMBERS:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"fault {name} must be a finite number >= 0, got {value}")
+
+    @classmethod
+    def parse(cls, spec: str) -> Fault:
+        """Read the text form: `status=429;retry_after=0.2`, `drop`, `delay=0.5;truncate`, ..."""
+        fields: dict[str, float | int | bool] = {}
+        for raw in spec.split(";"):
+            key, has_value, value = (part.strip() for part in raw.partition("="))
+            if not key:
+                continue
+            if key in _FLAGS and not has_value:
+                fields[key] = True
+            elif key == "status" and has_value:
+                fields[key] = _number(key, value, int)
+            elif key in _NUMBERS and has_value:
+                fields[key] = _number(key, value, float)
+            else:
+                raise ValueError(f"unknown fault {raw.strip()!r}")
+        return cls(**fields)  # type: ignore[arg-type]
+
+    def merged(self, other: Fault) -> Fault:
+        """This fault with every field `other` sets (differs from the default) taking over."""
+        changes = {
+            field.name: getattr(other, field.name)
+            for field in dataclasses.fields(other)
+            if getattr(other, field.name) != field.default
+        }
+        return dataclasses.replace(self, **changes)
+
+
+def _number(key: str, text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"fault {key} needs a number, got {text!r}") from None
+
+
+class FaultPlan:
+    """Faults consumed one per request, in order; once empty, requests are served normally.
+
+    Thread-safe, because the server consumes it on its own thread while a test may extend it.
+    """
+
+    def __init__(self, faults: Iterable[Fault] = ()) -> None:
+        self._faults = collections.deque(faults)
+        self._lock = threading.Lock()
+
+    def next(self) -> Fault:
+        """The fault for the next request (`Fault()` when the plan is used up)."""
+        with self._lock:
+            return self._faults.popleft() if self._faults else Fault()
+
+    def extend(self, faults: Iterable[Fault]) -> None:
+        """Queue more faults after those still pending."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+
+def status_rejection(fault: Fault) -> Rejection:
+    """The error answer a `status` fault asks for, with its retry headers."""
+    status = fault.status or 500
+    kind, code, message = _STATUS_ERRORS.get(status, ("server_error", None, f"HTTP {status}."))
+    headers = {}
+    if fault.retry_after is not None:
+        headers["retry-after"] = f"{fault.retry_after:g}"
+        headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
+    return Rejection(status, message + _MARK, type=kind, code=code, headers=headers)

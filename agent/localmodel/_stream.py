@@ -1,0 +1,100 @@
+"""Server-Sent Events for `"stream": true`, in the real API's event sequence.
+
+`response.created`, `response.in_progress`, then for each output item `response.output_item.added`,
+its deltas (function call arguments, or per content part `content_part.added`,
+`output_text.delta`..., `output_text.done`, `content_part.done`) and `response.output_item.done`,
+and finally `response.completed`. Each event's `type` equals its `event:` name and
+`sequence_number` counts from 0, as in the recorded streams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+
+from ._request import Item, item_type
+
+__all__ = ["MALFORMED_STREAM", "sse_events"]
+
+MALFORMED_STREAM = 'event: response.created\ndata: {"type": "response.created", "sequ\n\n'
+"""What a `malformed` fault streams: an event whose data is cut off mid-JSON."""
+
+_WORD = re.compile(r"\S+\s*|\s+")
+_MAX_TEXT_CHUNKS = 16
+_ARGUMENT_CHUNKS = 4
+
+
+async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> AsyncIterator[str]:
+    """The encoded events of a finished `response`, pausing `item_delay` seconds between items.
+
+    With `truncate`, the stream ends after the first output item and never completes, as when a
+    connection is cut mid-answer.
+    """
+    sequence = 0
+
+    def encode(event: Item) -> str:
+        nonlocal sequence
+        data = {"type": event["type"], "sequence_number": sequence, **event}
+        sequence += 1
+        return f"event: {event['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    yield encode({"type": "response.created", "response": pending})
+    yield encode({"type": "response.in_progress", "response": pending})
+    for index, item in enumerate(response["output"]):
+        if index and item_delay:
+            await anyio.sleep(item_delay)
+        for event in item_events(item, index):
+            yield encode(event)
+        if truncate:
+            return
+    yield encode({"type": "response.completed", "response": response})
+
+
+def item_events(item: Item, output_index: int) -> Iterator[Item]:
+    """The events that stream one finished output item."""
+    where = {"item_id": item["id"], "output_index": output_index}
+    kind = item_type(item)
+    started: Item = {**item, "status": "in_progress"}
+    if kind == "function_call":
+        started["arguments"] = ""
+    elif kind == "message":
+        started["content"] = []
+    yield {"type": "response.output_item.added", "output_index": output_index, "item": started}
+    if kind == "function_call":
+        yield from _argument_events(item["arguments"], where)
+    elif kind == "message":
+        for content_index, part in enumerate(item["content"]):
+            yield from _text_part_events(part, {**where, "content_index": content_index})
+    yield {"type": "response.output_item.done", "output_index": output_index, "item": item}
+
+
+def _argument_events(arguments: str, where: Item) -> Iterator[Item]:
+    for chunk in _even_chunks(arguments, _ARGUMENT_CHUNKS):
+        yield {"type": "response.function_call_arguments.delta", **where, "delta": chunk}
+    yield {"type": "response.function_call_arguments.done", **where, "arguments": arguments}
+
+
+def _text_part_events(part: Item, where: Item) -> Iterator[Item]:
+    text: str = part["text"]
+    yield {"type": "response.content_part.added", **where, "part": {**part, "text": ""}}
+    for chunk in _word_chunks(text):
+        yield {"type": "response.output_text.delta", **where, "delta": chunk, "logprobs": []}
+    yield {"type": "response.output_text.done", **where, "text": text, "logprobs": []}
+    yield {"type": "response.content_part.done", **where, "part": part}
+
+
+def _even_chunks(text: str, count: int) -> list[str]:
+    size = max(1, math.ceil(len(text) / count))
+    return [text[start : start + size] for start in range(0, len(text), size)]
+
+
+def _word_chunks(text: str) -> list[str]:
+    """Word-sized deltas, as a model's tokens roughly are, at most a fixed number of them."""
+    words = _WORD.findall(text)
+    per_chunk = max(1, math.ceil(len(words) / _MAX_TEXT_CHUNKS))
+    return ["".join(words[start : start + per_chunk]) for start in range(0, len(words), per_chunk)]
