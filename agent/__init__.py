@@ -42,6 +42,7 @@ from agent._events import (
     RunEvent,
     RunFinished,
     RunStarted,
+    StreamEvent,
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
@@ -52,6 +53,7 @@ from agent._http import RetryPolicy
 from agent._logging import make_logger
 from agent._loop import Agent
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
+from agent._run_stream import RunStream
 from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry, tool
 
 __all__ = [
@@ -81,6 +83,8 @@ __all__ = [
     "RunFinished",
     "RunResult",
     "RunStarted",
+    "RunStream",
+    "StreamEvent",
     "TextDelta",
     "Tool",
     "ToolCallFinished",

@@ -13,6 +13,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
@@ -136,12 +137,22 @@ def _load_target(target: str) -> ToolRegistry | Tool[..., Any]:
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ValueError("expected 'builtin' or 'module:attr'")
-    value = getattr(importlib.import_module(module_name), attribute)
+    value = getattr(_import(module_name), attribute)
     if isinstance(value, ToolRegistry | Tool):
         return value
     if isinstance(value, list | tuple) and all(isinstance(v, Tool) for v in value):
         return ToolRegistry(value)
     raise TypeError(f"{target} is a {type(value).__name__}, not a ToolRegistry, a list of tools or a tool")
+
+
+def _import(module_name: str) -> ModuleType:
+    """Import the user's module; whatever its code raises is a bad target, not a crash."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise
+    except Exception as exc:
+        raise ImportError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse_metadata(pairs: list[str]) -> dict[str, str] | None:

@@ -21,6 +21,7 @@ __all__ = [
     "RunEvent",
     "RunFinished",
     "RunStarted",
+    "StreamEvent",
     "TextDelta",
     "ToolCallFinished",
     "ToolCallStarted",
@@ -54,6 +55,18 @@ class ArgumentsDelta:
     turn: int
     item_id: str
     delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A stream event with no typed counterpart, passed through as received.
+
+    Reasoning-summary deltas, refusals, and event types the API adds later arrive this way.
+    """
+
+    turn: int
+    type: str
+    data: JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,7 @@ RunEvent: TypeAlias = (
     RunStarted
     | TextDelta
     | ArgumentsDelta
+    | StreamEvent
     | ModelResponded
     | ToolCallStarted
     | ToolProgress

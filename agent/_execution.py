@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 import sniffio
 import structlog
 from pydantic_core import PydanticSerializationError, to_json
@@ -30,7 +31,7 @@ from agent._threads import run_sync_bounded
 from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry
 from agent._wire import FunctionCall
 
-__all__ = ["ExecutionSettings", "execute_call", "execute_calls"]
+__all__ = ["CallBatch", "ExecutionSettings", "TurnScope", "execute_call", "execute_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,46 +51,67 @@ class _Outcome:
     error: str | None = None
 
 
-async def execute_calls(
-    calls: Sequence[FunctionCall],
-    settings: ExecutionSettings,
-    *,
-    limiter: anyio.CapacityLimiter,
-    deps: Any,
-    turn: int,
-    log: structlog.typing.FilteringBoundLogger,
-    emit: Emit,
-) -> list[ToolCallRecord]:
+@dataclass(frozen=True, slots=True)
+class TurnScope:
+    """What every tool call of one turn shares."""
+
+    settings: ExecutionSettings
+    limiter: anyio.CapacityLimiter
+    """The run-wide limit on calls running at once."""
+    deps: Any
+    turn: int
+    log: structlog.typing.FilteringBoundLogger
+    emit: Emit
+
+
+class CallBatch:
+    """One turn's tool calls: started one by one as they arrive, all finished with the group.
+
+    Calls run concurrently in ``group``; a call id started twice runs once. The records come
+    back in the order of the calls asked for, never in completion order.
+    """
+
+    def __init__(self, group: anyio.abc.TaskGroup, scope: TurnScope) -> None:
+        self._group = group
+        self._scope = scope
+        self._records: dict[str, ToolCallRecord] = {}
+        self._started: set[str] = set()
+
+    @property
+    def started(self) -> bool:
+        """Whether any call has started (a streamed request is then not retried)."""
+        return bool(self._started)
+
+    def start(self, call: FunctionCall) -> None:
+        """Start ``call`` in the group, unless it already started."""
+        if call.call_id not in self._started:
+            self._started.add(call.call_id)
+            self._group.start_soon(self._run, call)
+
+    async def _run(self, call: FunctionCall) -> None:
+        self._records[call.call_id] = await execute_call(call, self._scope)
+
+    def records_for(self, calls: Sequence[FunctionCall]) -> list[ToolCallRecord]:
+        """The finished records of ``calls``, in their order."""
+        return [self._records[c.call_id] for c in calls if c.call_id in self._records]
+
+
+async def execute_calls(calls: Sequence[FunctionCall], scope: TurnScope) -> list[ToolCallRecord]:
     """Run every call concurrently; the records come back in the order of ``calls``."""
-    records: list[ToolCallRecord | None] = [None] * len(calls)
-
-    async def run_one(index: int, call: FunctionCall) -> None:
-        records[index] = await execute_call(
-            call, settings, limiter=limiter, deps=deps, turn=turn, log=log, emit=emit
-        )
-
     async with anyio.create_task_group() as group:
-        for index, call in enumerate(calls):
-            group.start_soon(run_one, index, call)
-    return [record for record in records if record is not None]
+        batch = CallBatch(group, scope)
+        for call in calls:
+            batch.start(call)
+    return batch.records_for(calls)
 
 
-async def execute_call(
-    call: FunctionCall,
-    settings: ExecutionSettings,
-    *,
-    limiter: anyio.CapacityLimiter,
-    deps: Any,
-    turn: int,
-    log: structlog.typing.FilteringBoundLogger,
-    emit: Emit,
-) -> ToolCallRecord:
+async def execute_call(call: FunctionCall, scope: TurnScope) -> ToolCallRecord:
     """Run one tool call to its outcome (the seam for one tool call)."""
-    log = log.bind(call_id=call.call_id, tool=call.name)
+    log = scope.log.bind(call_id=call.call_id, tool=call.name)
     started = time.perf_counter()
     log.debug("tool.start", arguments=call.arguments)
-    await emit(ToolCallStarted(turn=turn, call_id=call.call_id, name=call.name, arguments=call.arguments))
-    outcome = await _outcome(call, settings, limiter=limiter, deps=deps, turn=turn)
+    await scope.emit(ToolCallStarted(scope.turn, call.call_id, call.name, call.arguments))
+    outcome = await _outcome(call, scope)
     duration = time.perf_counter() - started
     log.info("tool.end", kind=outcome.kind, duration=round(duration, 6), error=outcome.error)
     record = ToolCallRecord(
@@ -100,20 +122,14 @@ async def execute_call(
         kind=outcome.kind,
         error=outcome.error,
         duration=duration,
-        turn=turn,
+        turn=scope.turn,
     )
-    await emit(ToolCallFinished(record))
+    await scope.emit(ToolCallFinished(record))
     return record
 
 
-async def _outcome(
-    call: FunctionCall,
-    settings: ExecutionSettings,
-    *,
-    limiter: anyio.CapacityLimiter,
-    deps: Any,
-    turn: int,
-) -> _Outcome:
+async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
+    settings = scope.settings
     tool = settings.tools.get(call.name)
     if tool is None:
         names = ", ".join(settings.tools.names) or "none"
@@ -122,10 +138,10 @@ async def _outcome(
         arguments = tool.validate(call.arguments)
     except ArgumentsError as exc:
         return _failure("invalid_arguments", str(exc))
-    context = ToolContext(call_id=call.call_id, tool_name=tool.name, deps=deps, turn=turn)
+    context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit)
     timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(limiter)
+        await stack.enter_async_context(scope.limiter)
         if tool.limiter is not None:
             await stack.enter_async_context(tool.limiter)
         return await _run_with_timeout(tool, arguments, context, settings, limit=timeout)

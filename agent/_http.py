@@ -10,6 +10,8 @@ import email.utils
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -35,7 +37,10 @@ from agent._errors import (
 from agent._result import JSONObject
 from agent._wire import ModelResponse, parse_response
 
-__all__ = ["DEFAULT_TIMEOUT", "ResponsesClient", "RetryPolicy"]
+__all__ = ["DEFAULT_TIMEOUT", "ResponsesClient", "RetryPolicy", "StreamRead"]
+
+StreamRead = Callable[[httpx.Response], Awaitable[ModelResponse]]
+"""Reads a streamed reply to its finished response (see ``agent._stream``)."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Models can think for minutes before the first byte; connecting should take seconds."""
@@ -116,37 +121,50 @@ class ResponsesClient:
         if self._owns_client:
             await self._http.aclose()
 
-    async def create(self, body: JSONObject, *, log: structlog.typing.FilteringBoundLogger) -> ModelResponse:
-        """Send one request, retrying transient failures; the seam for one model request."""
+    async def create(
+        self,
+        body: JSONObject,
+        *,
+        log: structlog.typing.FilteringBoundLogger,
+        read_stream: StreamRead | None = None,
+        may_retry: Callable[[], bool] = lambda: True,
+    ) -> ModelResponse:
+        """Send one request and return its response; the seam for one model request.
+
+        With ``read_stream`` the reply is streamed (the body must ask for ``stream: true``) and
+        handed to it. Transient failures are retried while ``may_retry()`` holds: a stream
+        that fails after its tools started is not sent again.
+        """
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._retry.max_retries + 1),
             wait=self._retry.wait,
-            retry=tenacity.retry_if_exception(_is_transient),
+            retry=tenacity.retry_if_exception(lambda error: _is_transient(error) and may_retry()),
             sleep=anyio.sleep,
             reraise=True,
             before_sleep=lambda state: _log_retry(log, state),
         )
         async for attempt in retrying:
             with attempt:
-                return await self._send(body, log)
+                return await self._send(body, log, read_stream)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, body: JSONObject, log: structlog.typing.FilteringBoundLogger) -> ModelResponse:
+    async def _send(
+        self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
+    ) -> ModelResponse:
         started = time.perf_counter()
-        log.debug("model.request", url=self.url)
-        try:
-            reply = await self._http.post(
-                self.url, json=body, headers=self._auth_headers(), timeout=self._timeout
-            )
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(f"{self.url} timed out ({type(exc).__name__})", transient=True) from None
-        except httpx.TransportError as exc:
-            raise APIConnectionError(
-                f"cannot reach {self.url}: {exc or type(exc).__name__}", transient=True
-            ) from None
-        if reply.is_error:
-            _raise_status_error(reply)
-        response = parse_response(_json_body(reply))
+        log.debug("model.request", url=self.url, stream=read_stream is not None)
+        with self._transport_errors():
+            if read_stream is None:
+                reply = await self._http.post(
+                    self.url, json=body, headers=self._auth_headers(), timeout=self._timeout
+                )
+                response = _parse(reply)
+            else:
+                headers = {**self._auth_headers(), "Accept": "text/event-stream"}
+                async with self._http.stream(
+                    "POST", self.url, json=body, headers=headers, timeout=self._timeout
+                ) as reply:
+                    response = await _parse_stream(reply, read_stream)
         log.info(
             "model.response",
             status=reply.status_code,
@@ -157,6 +175,33 @@ class ResponsesClient:
             output_tokens=response.usage.output_tokens,
         )
         return response
+
+    @contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """httpx's transport failures (also mid-stream) as our typed, retryable errors."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise APITimeoutError(f"{self.url} timed out ({type(exc).__name__})", transient=True) from None
+        except httpx.TransportError as exc:
+            raise APIConnectionError(
+                f"cannot reach {self.url}: {exc or type(exc).__name__}", transient=True
+            ) from None
+
+
+def _parse(reply: httpx.Response) -> ModelResponse:
+    if reply.is_error:
+        _raise_status_error(reply)
+    return parse_response(_json_body(reply))
+
+
+async def _parse_stream(reply: httpx.Response, read_stream: StreamRead) -> ModelResponse:
+    """Hand an event stream to ``read_stream``; an error or a plain JSON reply is read whole."""
+    content_type = reply.headers.get("content-type", "")
+    if reply.is_error or "text/event-stream" not in content_type:
+        await reply.aread()
+        return _parse(reply)
+    return await read_stream(reply)
 
 
 def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -38,12 +39,15 @@ from agent._events import (
     TurnFinished,
     dispatch_to_hooks,
 )
-from agent._execution import ExecutionSettings, execute_calls
-from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy
+from agent._execution import CallBatch, ExecutionSettings, TurnScope
+from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, StreamRead
 from agent._logging import silent_logger
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+from agent._run_stream import RunStream, open_run_stream
+from agent._stream import StreamReader
 from agent._tools import ToolLike, ToolRegistry
 from agent._wire import (
+    FunctionCall,
     ModelResponse,
     check_calls_answered,
     function_call_output,
@@ -121,6 +125,7 @@ class Agent:
         extra_body: More request fields, passed through untouched (they win over ours).
         use_previous_response_id: Let the server keep the conversation: send only the new
             tool outputs and ``previous_response_id`` (needs a server that stores responses).
+        stream: Stream responses by default (see :meth:`run`); :meth:`run_stream` always does.
         max_retries: Retries of a transient failure (connection, 408, 409, 429, 5xx).
         retry: Full retry policy (``max_retries`` overrides its count when both are given).
         timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
@@ -148,6 +153,7 @@ class Agent:
         metadata: dict[str, str] | None = None,
         extra_body: JSONObject | None = None,
         use_previous_response_id: bool = False,
+        stream: bool = False,
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
@@ -169,6 +175,7 @@ class Agent:
         self.metadata = metadata
         self.extra_body = extra_body
         self.use_previous_response_id = use_previous_response_id
+        self.stream = stream
         self._wire_tools = self.tools.wire()
         self._log = logger or silent_logger()
         self._execution = ExecutionSettings(
@@ -223,6 +230,7 @@ class Agent:
         *,
         deps: Any = None,
         hooks: Hooks | None = None,
+        stream: bool | None = None,
     ) -> RunResult:
         """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
 
@@ -230,13 +238,40 @@ class Agent:
             input: A prompt, or Responses input items (e.g. ``result.items + [next_message]``).
             deps: Anything your tools need, handed to them as ``ToolContext.deps``.
             hooks: Callbacks on run start/end, model responses, tool start/end.
+            stream: Stream the model's responses (default: the agent's ``stream``), so tools
+                start while the response is still being written; hooks see it all happen.
 
         Raises:
             APIError: the endpoint failed (after retries), with ``partial_result`` set.
             MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
         """
         self._check_open()
-        return await self._run(self._client, input, deps, partial(dispatch_to_hooks, hooks))
+        emit = partial(dispatch_to_hooks, hooks)
+        return await self._run(self._client, input, deps, emit, self.stream if stream is None else stream)
+
+    def run_stream(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+    ) -> AbstractAsyncContextManager[RunStream]:
+        """Run with streaming and iterate over the run's events as they happen::
+
+            async with agent.run_stream("...") as events:
+                async for event in events:
+                    ...
+            print(events.result.output)
+
+        Leaving the ``async with`` early (``break``, an exception) cancels the run and its tools.
+        A slow consumer loses nothing: the run waits for it.
+        """
+        self._check_open()
+
+        async def start(emit: Emit) -> RunResult:
+            return await self._run(self._client, input, deps, emit, True)
+
+        return open_run_stream(start, hooks)
 
     def run_sync(
         self,
@@ -252,7 +287,7 @@ class Agent:
     async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any, emit: Emit) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, input, deps, emit)
+            return await self._run(client, input, deps, emit, self.stream)
         finally:
             await client.aclose()
 
@@ -262,12 +297,12 @@ class Agent:
         input: str | Sequence[JSONObject],
         deps: Any,
         emit: Emit,
+        stream: bool,
     ) -> RunResult:
         run_id = uuid.uuid4().hex[:16]
-        run = _Run(
-            self, client, _RunState(items=input_items(input)), deps, emit, self._log.bind(run_id=run_id)
-        )
-        run.log.info("run.start", model=self.model, tools=len(self.tools))
+        state = _RunState(items=input_items(input))
+        run = _Run(self, client, state, deps, emit, self._log.bind(run_id=run_id), stream)
+        run.log.info("run.start", model=self.model, tools=len(self.tools), stream=stream)
         await emit(RunStarted(run_id=run_id, model=self.model))
         try:
             result = await run.turns()
@@ -280,7 +315,7 @@ class Agent:
         await emit(RunFinished(result))
         return result
 
-    def request_body(self, state: _RunState) -> JSONObject:
+    def request_body(self, state: _RunState, *, stream: bool = False) -> JSONObject:
         """The next request of a run, from the run's state alone (deterministic)."""
         previous = state.last.id if self.use_previous_response_id and state.last else None
         if previous and state.last:
@@ -299,6 +334,7 @@ class Agent:
             instructions=self.instructions,
             metadata=self.metadata,
             previous_response_id=previous,
+            stream=stream,
             extra_body=self.extra_body,
         )
 
@@ -313,33 +349,66 @@ class _Run:
     deps: Any
     emit: Emit
     log: FilteringBoundLogger
+    stream: bool
 
     async def turns(self) -> RunResult:
         limiter = anyio.CapacityLimiter(self.agent.max_concurrency)
         for turn in range(1, self.agent.max_turns + 1):
-            response = await self.request_model(self.agent.request_body(self.state))
-            self.state.add_response(response)
-            await self.emit(ModelResponded(turn, response.id, response.status, response.usage, response.body))
-            _check_status(response)
+            scope = TurnScope(self.agent._execution, limiter, self.deps, turn, self.log, self.emit)
+            response, records = await self.turn(scope)
             if response.status == "incomplete" or not response.function_calls:
-                await self.emit(TurnFinished(turn, response.id, response.usage, 0))
                 return self.state.result()
-            records = await execute_calls(
-                response.function_calls,
-                self.agent._execution,
-                limiter=limiter,
-                deps=self.deps,
-                turn=turn,
-                log=self.log,
-                emit=self.emit,
-            )
             self.state.add_records(records)
-            await self.emit(TurnFinished(turn, response.id, response.usage, len(records)))
         raise MaxTurnsExceeded(f"the model was still calling tools after {self.agent.max_turns} turns")
 
-    async def request_model(self, body: JSONObject) -> ModelResponse:
+    async def turn(self, scope: TurnScope) -> tuple[ModelResponse, list[ToolCallRecord]]:
+        """One model response and its tool calls (started as they stream in, when streaming)."""
+        body = self.agent.request_body(self.state, stream=self.stream)
+        failure: AgentError | None = None
+        async with anyio.create_task_group() as group:
+            calls = CallBatch(group, scope)
+            reader = self._stream_reader(scope.turn, calls) if self.stream else None
+            try:
+                response = await self.request_model(body, reader, may_retry=lambda: not calls.started)
+                await self._accept(scope.turn, response)
+            except AgentError as exc:
+                failure = exc
+                group.cancel_scope.cancel()
+            else:
+                if response.status == "incomplete":
+                    group.cancel_scope.cancel()
+                for call in response.function_calls:
+                    calls.start(call)
+        if failure is not None:
+            raise failure
+        records = calls.records_for(response.function_calls)
+        await self.emit(TurnFinished(scope.turn, response.id, response.usage, len(records)))
+        return response, records
+
+    async def request_model(
+        self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
+    ) -> ModelResponse:
         """The seam for one model request."""
-        return await self.client.create(body, log=self.log)
+        return await self.client.create(body, log=self.log, read_stream=read_stream, may_retry=may_retry)
+
+    async def _accept(self, turn: int, response: ModelResponse) -> None:
+        self.state.add_response(response)
+        await self.emit(ModelResponded(turn, response.id, response.status, response.usage, response.body))
+        _check_status(response)
+
+    def _stream_reader(self, turn: int, calls: CallBatch) -> StreamRead:
+        """Reads a streamed response, starting each eager tool's call as soon as it is complete."""
+        tools = self.agent.tools
+
+        def on_call(call: FunctionCall) -> None:
+            tool = tools.get(call.name)
+            if tool is None or tool.eager:
+                calls.start(call)
+
+        async def read(reply: httpx.Response) -> ModelResponse:
+            return await StreamReader(turn, self.emit, on_call).read(reply)
+
+        return read
 
 
 def _checked_url(url: str) -> str:
@@ -350,6 +419,8 @@ def _checked_url(url: str) -> str:
         raise UsageError(f"invalid base_url {url!r}: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise UsageError(f"base_url must be an http:// or https:// URL, got {url!r}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise UsageError(f"base_url has an impossible port: {url!r}")
     return url
 
 

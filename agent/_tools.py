@@ -16,11 +16,13 @@ from functools import partial
 from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, get_origin, get_type_hints, overload
 
 import anyio
+import anyio.from_thread
 import docstring_parser
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agent._errors import ToolDefinitionError
+from agent._events import Emit, ToolProgress
 from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
 
@@ -43,8 +45,21 @@ class ToolContext(Generic[DepsT]):
     deps: DepsT
     """The ``deps`` object given to ``Agent.run`` (your database pool, HTTP client, user...)."""
     turn: int = 1
+    emit: Emit | None = field(default=None, repr=False)
+    """Where :meth:`report` sends progress (the run's event stream and hooks)."""
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the call timed out or the run was cancelled; see :attr:`cancelled`."""
+
+    async def report(self, data: Any) -> None:
+        """Report progress (or any custom event) from an async tool: it appears in the run's
+        event stream as :class:`ToolProgress` while the tool keeps running."""
+        if self.emit is not None:
+            await self.emit(ToolProgress(self.turn, self.call_id, self.tool_name, data))
+
+    def report_from_thread(self, data: Any) -> None:
+        """:meth:`report` for sync tools, which run in worker threads; waits until delivered."""
+        if self.emit is not None:
+            anyio.from_thread.run(self.report, data)
 
     @property
     def cancelled(self) -> bool:
@@ -76,8 +91,10 @@ class Tool(Generic[P, R]):
         timeout: float | None = None,
         strict: bool | None = None,
         max_concurrency: int | None = None,
+        eager: bool = True,
     ) -> None:
         self.function = function
+        self.eager = eager
         self.name: str = name or str(getattr(function, "__name__", ""))
         if not self.name.replace("_", "a").replace("-", "a").isalnum() or len(self.name) > 64:
             raise ToolDefinitionError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
@@ -271,6 +288,7 @@ def tool(
     timeout: float | None = None,
     strict: bool | None = None,
     max_concurrency: int | None = None,
+    eager: bool = True,
 ) -> Tool[P, R]: ...
 
 
@@ -285,6 +303,7 @@ def tool(
     timeout: float | None = None,
     strict: bool | None = None,
     max_concurrency: int | None = None,
+    eager: bool = True,
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -298,6 +317,7 @@ def tool(
     timeout: float | None = None,
     strict: bool | None = None,
     max_concurrency: int | None = None,
+    eager: bool = True,
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make a sync or async function a tool: ``@tool``, ``@tool(...)`` or ``tool(fn, ...)``.
 
@@ -313,6 +333,11 @@ def tool(
             tool accepts (all parameters required, no free-form values).
         max_concurrency: At most this many calls of this tool at once, across all runs (e.g.
             to protect a database), on top of the agent's run-wide limit.
+        eager: In a streamed run, start the call as soon as its ``function_call`` item is
+            complete, before the response is. Set ``False`` for side effects that must not
+            happen for a response that later fails: the call then waits for
+            ``response.completed``. (A streamed request is never retried once a call started,
+            so no call runs twice either way.)
     """
 
     def wrap(func: Callable[P, R]) -> Tool[P, R]:
@@ -324,6 +349,7 @@ def tool(
             timeout=timeout,
             strict=strict,
             max_concurrency=max_concurrency,
+            eager=eager,
         )
 
     return wrap if function is None else wrap(function)

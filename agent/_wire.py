@@ -138,6 +138,7 @@ def request_body(
     metadata: dict[str, str] | None,
     previous_response_id: str | None,
     extra_body: JSONObject | None,
+    stream: bool = False,
 ) -> JSONObject:
     """Build a ``POST /responses`` body; unset options are left out, ``extra_body`` wins."""
     body: JSONObject = {"model": model, "input": input}
@@ -151,6 +152,8 @@ def request_body(
         "previous_response_id": previous_response_id,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
+    if stream:
+        body["stream"] = True
     if extra_body:
         body.update(extra_body)
     return body

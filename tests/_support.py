@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import structlog
 from openai.types.responses import Response as OfficialResponse
-from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
+from openai.types.responses.response_create_params import (
+    ResponseCreateParamsNonStreaming,
+    ResponseCreateParamsStreaming,
+)
 from pydantic import TypeAdapter
 from structlog.testing import LogCapture
 
@@ -28,13 +31,13 @@ _ids = itertools.count(1)
 
 
 @functools.cache
-def _request_adapter() -> TypeAdapter[ResponseCreateParamsNonStreaming]:
-    return TypeAdapter(ResponseCreateParamsNonStreaming)
+def _request_adapter(stream: bool) -> TypeAdapter[Any]:
+    return TypeAdapter(ResponseCreateParamsStreaming if stream else ResponseCreateParamsNonStreaming)
 
 
 def check_official_request(body: JSONObject) -> None:
     """Fail unless ``body`` validates against the openai package's ResponseCreateParams."""
-    _request_adapter().validate_python(body)
+    _request_adapter(bool(body.get("stream"))).validate_python(body)
 
 
 def check_official_response(body: JSONObject) -> None:
@@ -151,3 +154,41 @@ def error_reply(status: int, message: str, code: str | None = None, **headers: s
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def stream_events(body: JSONObject) -> list[JSONObject]:
+    """The SSE event payloads that stream ``body`` the way the API does."""
+    events: list[JSONObject] = [
+        {"type": "response.created", "response": {**body, "status": "in_progress", "output": []}}
+    ]
+    for index, item in enumerate(body["output"]):
+        where = {"output_index": index, "item_id": item.get("id", "")}
+        events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+        if item["type"] == "function_call":
+            half = len(item["arguments"]) // 2
+            for chunk in (item["arguments"][:half], item["arguments"][half:]):
+                events.append({"type": "response.function_call_arguments.delta", **where, "delta": chunk})
+        elif item["type"] == "message":
+            for word in item["content"][0]["text"].split(" "):
+                events.append(
+                    {"type": "response.output_text.delta", **where, "content_index": 0, "delta": word}
+                )
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    terminal = "response.incomplete" if body.get("status") == "incomplete" else "response.completed"
+    events.append({"type": terminal, "response": body})
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
+
+def sse_text(events: Iterable[JSONObject], *, named: bool = True) -> str:
+    """Events framed as Server-Sent Events (``named=False``: data lines only, as some fixtures)."""
+    frames = []
+    for event in events:
+        head = f"event: {event['type']}\n" if named else ""
+        frames.append(f"{head}data: {json.dumps(event)}\n\n")
+    return "".join(frames)
+
+
+def sse_reply(body_or_events: JSONObject | list[JSONObject]) -> httpx.Response:
+    """A streamed 200 reply: a response body (streamed as the API would) or explicit events."""
+    events = stream_events(body_or_events) if isinstance(body_or_events, dict) else body_or_events
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=sse_text(events))

@@ -16,9 +16,19 @@ from typing import Any
 import httpx
 import pytest
 
-from agent import APIStatusError, MaxTurnsExceeded, Tool, ToolContext, tool
-from agent._wire import parse_response
-from tests._support import CONFORMANCE, check_official_request, scripted_agent
+from agent import (
+    APIStatusError,
+    ArgumentsDelta,
+    MaxTurnsExceeded,
+    ResponseFailedError,
+    TextDelta,
+    Tool,
+    ToolContext,
+    tool,
+)
+from agent._stream import StreamReader
+from agent._wire import FunctionCall, parse_response
+from tests._support import CONFORMANCE, check_official_request, scripted_agent, sse_text
 
 CASES_DIR = CONFORMANCE / "responses"
 pytestmark = pytest.mark.skipif(not CASES_DIR.is_dir(), reason="../shared/conformance is not beside the repo")
@@ -169,3 +179,112 @@ async def test_recorded_conversation_replays_to_its_final_answer(path: Path) -> 
 def test_the_corpus_has_replayable_cases() -> None:
     """Guard: the replay test above really runs on several recordings."""
     assert len(replayable()) >= 6
+
+
+# --- streams ---------------------------------------------------------------------------------
+
+
+def sse_exchanges() -> list[Any]:
+    """(exchange) for every recorded stream."""
+    return [
+        pytest.param(exchange, id=f"{path.stem}#{index}")
+        for path in CASES
+        for index, exchange in enumerate(load(path)["exchanges"])
+        if "sse" in exchange
+    ]
+
+
+def recorded_stream(exchange: dict[str, Any]) -> httpx.Response:
+    """The recorded events framed as SSE again (data-only where the fixture has no names)."""
+    named = all(e["event"] for e in exchange["sse"])
+    return httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        text=sse_text([e["data"] for e in exchange["sse"]], named=named),
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("exchange", sse_exchanges())
+async def test_every_recorded_stream_parses_into_the_right_events(exchange: dict[str, Any]) -> None:
+    """Deltas rebuild the texts and arguments, each call is handed over once, the end parses."""
+    events: list[Any] = []
+    calls: list[FunctionCall] = []
+
+    async def emit(event: Any) -> None:
+        events.append(event)
+
+    parsed = await StreamReader(1, emit, calls.append).read(recorded_stream(exchange))
+    final = [e["data"] for e in exchange["sse"] if e["data"]["type"] in TERMINAL][-1]["response"]
+    assert parsed.status == final["status"]
+    assert [c.call_id for c in calls] == [
+        i["call_id"] for i in final["output"] if i["type"] == "function_call"
+    ]
+    for item in final["output"]:
+        if item["type"] == "function_call":
+            deltas = [e.delta for e in events if isinstance(e, ArgumentsDelta) and e.item_id == item["id"]]
+            assert "".join(deltas) == item["arguments"]
+        if item["type"] == "message":
+            texts = [e.delta for e in events if isinstance(e, TextDelta) and e.item_id == item["id"]]
+            assert "".join(texts) == final_text({"output": [item]})
+
+
+TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
+
+
+def stream_replayable() -> list[Any]:
+    """Recorded streamed conversations with their requests, over 2+ turns."""
+    return [
+        pytest.param(path, id=path.stem)
+        for path in CASES
+        if len(ex := load(path)["exchanges"]) >= 2 and all(e.get("request") and "sse" in e for e in ex)
+    ]
+
+
+def stream_final(exchange: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = [e["data"] for e in exchange["sse"] if e["data"]["type"] in TERMINAL][-1][
+        "response"
+    ]
+    return body
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", stream_replayable())
+async def test_recorded_streamed_conversation_replays_to_its_final_answer(path: Path) -> None:
+    """A streamed run over the recorded streams runs the calls and reaches the recorded answer."""
+    exchanges = load(path)["exchanges"]
+    for exchange in exchanges:
+        exchange["response"] = stream_final(exchange)
+    first = exchanges[0]["request"]
+    outputs = recorded_outputs(exchanges)
+    tools = {spec["name"]: spec for e in exchanges for spec in e["request"].get("tools", [])}
+    agent, endpoint = scripted_agent(
+        [recorded_stream(e) for e in exchanges],
+        model=first["model"],
+        tools=replay_tools({"tools": list(tools.values())}, outputs),
+        instructions=first.get("instructions"),
+        max_turns=len(exchanges),
+    )
+    result = await agent.run(first["input"], stream=True)
+    assert result.output == final_text(exchanges[-1]["response"])
+    assert {(r.call_id, r.output) for r in result.tool_calls} == set(outputs.items())
+    assert all(body["stream"] is True for body in endpoint.requests)
+
+
+@pytest.mark.asyncio
+async def test_recorded_stream_error_event_raises_insufficient_quota() -> None:
+    """The recorded in-stream error (HTTP 200, then error + response.failed) is a typed error."""
+    exchange = load(CASES_DIR / "vercel-stream-error-event-insufficient-quota.json")["exchanges"][0]
+    agent, _ = scripted_agent([recorded_stream(exchange)])
+    with pytest.raises(ResponseFailedError) as info:
+        await agent.run("hi", stream=True)
+    assert info.value.code == "insufficient_quota"
+
+
+@pytest.mark.asyncio
+async def test_recorded_incomplete_stream_ends_the_run_with_its_reason() -> None:
+    """The recorded response.incomplete (max_output_tokens) ends the run as incomplete."""
+    exchange = load(CASES_DIR / "ddtrace-stream-incomplete-max-output-tokens.json")["exchanges"][0]
+    agent, _ = scripted_agent([recorded_stream(exchange)])
+    result = await agent.run("hi", stream=True)
+    assert (result.status, result.incomplete_reason) == ("incomplete", "max_output_tokens")

@@ -7,6 +7,8 @@ import inspect
 import agent
 
 EXPECTED = {
+    "RunStream",
+    "StreamEvent",
     "TurnFinished",
     "ToolProgress",
     "ToolCallStarted",
