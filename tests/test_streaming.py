@@ -375,3 +375,32 @@ async def test_streamed_run_under_trio(anyio_backend: str) -> None:
     agent, _ = scripted_agent([sse_reply(response(call)), sse_reply(response(message("ok")))], tools=[echo])
     events = await collect(agent)
     assert json.loads(json.dumps([type(e).__name__ for e in events]))[-1] == "RunFinished"
+
+
+@pytest.mark.asyncio
+async def test_eager_start_against_the_local_server_on_a_socket() -> None:
+    """With the local server pausing between streamed calls, the first tool finishes before
+    response.completed arrives (the real socket path, SSE framing by the server)."""
+    from agent import Agent
+    from agent.localmodel import LocalModelServer, ScriptPolicy
+
+    calls = [
+        {"type": "function_call", "call_id": f"call_{n}", "name": "echo", "arguments": '{"text": "x"}'}
+        for n in (1, 2)
+    ]
+    policy = ScriptPolicy([calls, [{"type": "message", "content": "done"}]])
+    order: list[str] = []
+    with LocalModelServer(policy, stream_delay=0.2) as server:
+        async with (
+            Agent("local", base_url=server.base_url, api_key="local", tools=[echo]) as agent,
+            agent.run_stream("go") as events,
+        ):
+            async for event in events:
+                if isinstance(event, ToolCallFinished):
+                    order.append(f"finished {event.record.call_id}")
+                elif isinstance(event, ModelResponded):
+                    order.append(f"completed {event.turn}")
+    assert order.index("finished call_1") < order.index("completed 1")
+    assert len(order) == 4
+    assert events.result is not None
+    assert events.result.output == "done"
