@@ -14,6 +14,7 @@ async with Agent(model="gpt-4.1", tools=[add]) as agent:
 ```
 """
 
+from agent._agent import Agent
 from agent._errors import (
     AgentError,
     APIConnectionError,
@@ -51,7 +52,6 @@ from agent._events import (
 )
 from agent._http import RetryPolicy
 from agent._logging import make_logger
-from agent._loop import Agent
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
 from agent._run_stream import RunStream
 from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry, tool

@@ -22,10 +22,10 @@ from pydantic_core import to_json
 from rich.console import Console
 from rich.text import Text
 
+from agent._agent import Agent
 from agent._console import ToolCallDisplay
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
-from agent._loop import Agent
 from agent._result import RunResult
 from agent._tools import Tool, ToolRegistry
 from agent.localmodel import AutoPolicy, LocalModelServer, Policy, ScriptPolicy, demo_script, serve

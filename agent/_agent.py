@@ -1,0 +1,268 @@
+"""``Agent``: a model, its tools and settings, and the runs made with them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import httpx
+from pydantic import SecretStr
+from structlog.typing import FilteringBoundLogger
+
+from agent._errors import AgentError, UsageError
+from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
+from agent._execution import ExecutionSettings
+from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy
+from agent._logging import silent_logger
+from agent._loop import LoopSettings, Run, RunState
+from agent._result import JSONObject, RunResult
+from agent._run_stream import RunStream, open_run_stream
+from agent._tools import ToolLike, ToolRegistry
+from agent._wire import input_items
+
+__all__ = ["Agent"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class Agent:
+    """A model plus tools: ``await agent.run("...")`` runs the tool-calling loop to an answer.
+
+    One agent serves any number of concurrent runs over one pooled HTTP client; its state is
+    read-only once built. Use it as ``async with Agent(...) as agent:`` or call :meth:`aclose`.
+
+    Args:
+        model: The model name sent in every request.
+        tools: Tools, plain functions or a :class:`ToolRegistry` (copied: later changes to it
+            do not reach this agent).
+        instructions: The system/developer instructions sent with every request.
+        base_url: Endpoint root, e.g. ``https://api.openai.com/v1``; default ``$OPENAI_BASE_URL``.
+        api_key: Bearer token; default ``$OPENAI_API_KEY``. Never logged or shown in a repr.
+        max_turns: Model responses per run before :class:`MaxTurnsExceeded`.
+        tool_timeout: Seconds per tool call unless the tool sets its own (``None``: no limit).
+        max_concurrency: Tool calls running at once within one run.
+        max_threads: Worker threads for sync tools across all runs (a timed-out sync tool keeps
+            its thread until it returns).
+        parallel_tool_calls: Let the model ask for several calls in one response.
+        tool_choice: ``"auto"``, ``"required"``, ``"none"`` or a specific tool object.
+        metadata: Sent with every request (gateways such as ChainHub read ``model_id`` here).
+        extra_body: More request fields, passed through untouched (they win over ours).
+        use_previous_response_id: Let the server keep the conversation: send only the new
+            tool outputs and ``previous_response_id`` (needs a server that stores responses).
+        stream: Stream responses by default (see :meth:`run`); :meth:`run_stream` always does.
+        max_retries: Retries of a transient failure (connection, 408, 409, 429, 5xx).
+        retry: Full retry policy (``max_retries`` overrides its count when both are given).
+        timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
+        http_client: Your own ``httpx.AsyncClient`` (tests, proxies); you close it.
+        max_connections: Size of the connection pool the agent creates.
+        expose_tool_exceptions: Send an unexpected tool exception's message to the model, not
+            only its type (off by default: messages can hold secrets).
+        logger: A structlog logger for the run's events; silent when not given.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        tools: ToolRegistry | Sequence[ToolLike] = (),
+        instructions: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_turns: int = 20,
+        tool_timeout: float | None = 60.0,
+        max_concurrency: int = 32,
+        max_threads: int = 64,
+        parallel_tool_calls: bool = True,
+        tool_choice: str | JSONObject = "auto",
+        metadata: dict[str, str] | None = None,
+        extra_body: JSONObject | None = None,
+        use_previous_response_id: bool = False,
+        stream: bool = False,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        http_client: httpx.AsyncClient | None = None,
+        max_connections: int = 512,
+        expose_tool_exceptions: bool = False,
+        logger: FilteringBoundLogger | None = None,
+    ) -> None:
+        if max_turns < 1 or max_concurrency < 1 or max_threads < 1:
+            raise UsageError("max_turns, max_concurrency and max_threads must be at least 1")
+        self.model = model
+        self.tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
+        self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        self.stream = stream
+        self.settings = LoopSettings(
+            model=model,
+            wire_tools=self.tools.wire(),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            instructions=instructions,
+            metadata=metadata,
+            extra_body=extra_body,
+            use_previous_response_id=use_previous_response_id,
+            max_turns=max_turns,
+            max_concurrency=max_concurrency,
+            execution=ExecutionSettings(
+                tools=self.tools,
+                tool_timeout=tool_timeout,
+                thread_limiter=anyio.CapacityLimiter(max_threads),
+                expose_exception_messages=expose_tool_exceptions,
+            ),
+        )
+        """Everything the runs share, read-only."""
+        self._log = logger or silent_logger()
+        retry = retry or RetryPolicy()
+        if max_retries is not None:
+            retry = dataclasses.replace(retry, max_retries=max_retries)
+        self._new_client = partial(
+            ResponsesClient,
+            base_url=self.base_url,
+            api_key=_secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")),
+            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            retry=retry,
+            max_connections=max_connections,
+            http_client=http_client,
+            log=self._log,
+        )
+        self._client = self._new_client()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Agent(model={self.model!r}, base_url={self.base_url!r}, tools={self.tools.names})"
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the agent refuses runs afterwards."""
+        self._closed = True
+        await self._client.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this Agent is closed")
+
+    async def run(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+        stream: bool | None = None,
+    ) -> RunResult:
+        """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
+
+        Args:
+            input: A prompt, or Responses input items (e.g. ``result.items + [next_message]``).
+            deps: Anything your tools need, handed to them as ``ToolContext.deps``.
+            hooks: Callbacks on run start/end, model responses, tool start/end.
+            stream: Stream the model's responses (default: the agent's ``stream``), so tools
+                start while the response is still being written; hooks see it all happen.
+
+        Raises:
+            APIError: the endpoint failed (after retries), with ``partial_result`` set.
+            MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
+        """
+        self._check_open()
+        emit = partial(dispatch_to_hooks, hooks)
+        return await self._run(self._client, input, deps, emit, self.stream if stream is None else stream)
+
+    def run_stream(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+    ) -> AbstractAsyncContextManager[RunStream]:
+        """Run with streaming and iterate over the run's events as they happen::
+
+            async with agent.run_stream("...") as events:
+                async for event in events:
+                    ...
+            print(events.result.output)
+
+        Leaving the ``async with`` early (``break``, an exception) cancels the run and its tools.
+        A slow consumer loses nothing: the run waits for it.
+        """
+        self._check_open()
+
+        async def start(emit: Emit) -> RunResult:
+            return await self._run(self._client, input, deps, emit, True)
+
+        return open_run_stream(start, hooks)
+
+    def run_sync(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+    ) -> RunResult:
+        """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
+        self._check_open()
+        return anyio.run(self._run_detached, input, deps, partial(dispatch_to_hooks, hooks))
+
+    async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any, emit: Emit) -> RunResult:
+        client = self._new_client()
+        try:
+            return await self._run(client, input, deps, emit, self.stream)
+        finally:
+            await client.aclose()
+
+    async def _run(
+        self,
+        client: ResponsesClient,
+        input: str | Sequence[JSONObject],
+        deps: Any,
+        emit: Emit,
+        stream: bool,
+    ) -> RunResult:
+        run_id = uuid.uuid4().hex[:16]
+        state = RunState(items=input_items(input))
+        run = Run(self.settings, client, state, deps, emit, self._log.bind(run_id=run_id), stream)
+        run.log.info("run.start", model=self.model, tools=len(self.tools), stream=stream)
+        await emit(RunStarted(run_id=run_id, model=self.model))
+        try:
+            result = await run.turns()
+        except AgentError as exc:
+            exc.partial_result = exc.partial_result or run.state.result()
+            # Info, not warning: the caller gets the exception itself and decides how loud it is.
+            run.log.info("run.error", error=type(exc).__name__, detail=str(exc))
+            raise
+        run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
+        await emit(RunFinished(result))
+        return result
+
+
+def _checked_url(url: str) -> str:
+    """Refuse a base URL httpx could never send to, before any run starts."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"invalid base_url {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"base_url must be an http:// or https:// URL, got {url!r}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise UsageError(f"base_url has an impossible port: {url!r}")
+    return url
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
