@@ -1,0 +1,365 @@
+"""The ``agent`` command: demo, run, tools and serve-local, in-process and as real processes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from agent import Agent, ToolRegistry, tool
+from agent import _cli as cli
+from agent.localmodel import AutoPolicy, Fault, LocalModelServer
+from tests._support import FAST_RETRY, REPO_ROOT
+
+DEMO_TOOLS = ["current_time", "math_calculator", "random_generator", "system_info"]
+LOCAL_MODEL_NOTICE = "running on the embedded local model"
+AGENT_SCRIPT = Path(sys.executable).with_name("agent")
+# Variables that would make rich draw a live terminal display instead of one line per call.
+_TERMINAL_HINTS = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+NO_OPENAI: dict[str, str | None] = {"OPENAI_BASE_URL": None, "OPENAI_API_KEY": None}
+
+runner = CliRunner()
+
+
+@tool
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+
+
+@tool
+async def count(text: str) -> int:
+    """Count the characters of a text."""
+    return len(text)
+
+
+REGISTRY = ToolRegistry([shout, count])
+TOOL_LIST = [shout, count]
+NOT_TOOLS = [1, 2]
+
+
+def invoke(*args: str, env: Mapping[str, str | None] | None = None) -> Result:
+    """Run the typer app in-process."""
+    return runner.invoke(cli.app, list(args), env=env)
+
+
+def against(server: LocalModelServer, key: str = "x") -> dict[str, str | None]:
+    """Environment pointing the command at ``server``."""
+    return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": key}
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def assert_one_line_error(result: Result, code: int, *, mentions: str) -> None:
+    """Exit ``code``, exactly one ``error:`` line (the last) naming ``mentions``, no traceback."""
+    assert result.exit_code == code, result.output
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == result.stderr.strip().splitlines()[-1]
+    assert mentions in lines[0]
+    assert "Traceback" not in result.output
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This environment without OPENAI_* (nor terminal hints), plus ``extra``."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k not in _TERMINAL_HINTS}
+    return {**keep, **extra}
+
+
+def run_process(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command line as a real process, in the repository, with a clean environment."""
+    return subprocess.run(
+        list(args),
+        check=False,
+        env=process_env(**env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Poll until something accepts connections on ``port``; fail if the process ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    pytest.fail(f"nothing listened on port {port} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def demo() -> Result:
+    """One in-process ``agent demo`` on the embedded local model, shared by the demo tests."""
+    return invoke("demo", env=NO_OPENAI)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalModelServer]:
+    with LocalModelServer(AutoPolicy()) as local:
+        yield local
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's agents retry without waiting (the command has no retry option)."""
+    monkeypatch.setattr(cli, "Agent", functools.partial(Agent, retry=FAST_RETRY))
+
+
+def test_demo_prints_the_final_answer_on_stdout(demo: Result) -> None:
+    """``agent demo`` ends with the scripted answer, which quotes 123.5 + 456.7, on stdout."""
+    assert demo.exit_code == 0, demo.output
+    assert demo.stdout.startswith("I ran the four tasks in parallel.")
+    assert "123.5 + 456.7 = " in demo.stdout
+    assert "580.2" in demo.stdout
+
+
+def test_demo_prints_each_tool_result_on_stderr(demo: Result) -> None:
+    """Each of the four builtin tools gets one ``ok name(args) -> result`` line on stderr."""
+    finished = [line.split("(")[0] for line in demo.stderr.splitlines() if line.startswith("ok ")]
+    assert sorted(finished) == [f"ok {name}" for name in DEMO_TOOLS]
+    assert "ok " not in demo.stdout
+
+
+def test_demo_says_once_that_it_runs_on_the_local_model(demo: Result) -> None:
+    """Without OPENAI_* the demo says, in one stderr line, that it runs on the local model."""
+    notices = [line for line in demo.stderr.splitlines() if LOCAL_MODEL_NOTICE in line]
+    assert len(notices) == 1
+    assert "not AI" in notices[0]
+    assert LOCAL_MODEL_NOTICE not in demo.stdout
+
+
+def test_demo_json_is_a_run_result_with_four_tool_calls() -> None:
+    """``agent demo --json`` prints the whole RunResult: 2 turns, four ok tool calls."""
+    result = invoke("demo", "--json", env=NO_OPENAI)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert sorted(call["name"] for call in document["tool_calls"]) == DEMO_TOOLS
+    assert [call["kind"] for call in document["tool_calls"]] == ["ok"] * 4
+    assert (document["turns"], document["status"]) == (2, "completed")
+    assert document["output"].startswith("I ran the four tasks in parallel.")
+
+
+def test_demo_console_script_runs_on_the_local_model() -> None:
+    """The installed ``agent demo`` script runs the four tools and prints the answer."""
+    done = run_process(str(AGENT_SCRIPT), "demo")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("I ran the four tasks in parallel.")
+    assert sum(line.startswith("ok ") for line in done.stderr.splitlines()) == 4
+    assert LOCAL_MODEL_NOTICE in done.stderr
+
+
+def test_run_prints_the_servers_final_answer(server: LocalModelServer) -> None:
+    """``agent run`` against OPENAI_BASE_URL prints the model's report of every builtin tool."""
+    result = invoke("run", "Use the tools.", env=against(server))
+    assert result.exit_code == 0, result.output
+    reported = sorted(line.partition(":")[0] for line in result.stdout.splitlines())
+    assert reported == DEMO_TOOLS
+    assert LOCAL_MODEL_NOTICE not in result.stderr
+    assert len(server.requests) == 2
+
+
+def test_run_metadata_reaches_the_request_body(server: LocalModelServer) -> None:
+    """``--metadata model_id=32`` is sent as request metadata, in every request."""
+    result = invoke("run", "hi", "--metadata", "model_id=32", "--metadata", "x=a=b", env=against(server))
+    assert result.exit_code == 0, result.output
+    assert [r["metadata"] for r in server.requests] == [{"model_id": "32", "x": "a=b"}] * 2
+
+
+@pytest.mark.parametrize("pair", ["model_id", "=32"])
+def test_run_metadata_without_a_key_and_value_exits_2(pair: str) -> None:
+    """A ``--metadata`` value that is not key=value is a caller mistake."""
+    assert_one_line_error(invoke("run", "hi", "--metadata", pair), 2, mentions="--metadata")
+
+
+@pytest.mark.parametrize(
+    ("targets", "names"),
+    [
+        (["builtin"], ["random_generator", "system_info", "math_calculator", "current_time"]),
+        (["tests.test_cli:REGISTRY"], ["shout", "count"]),
+        (["tests.test_cli:TOOL_LIST"], ["shout", "count"]),
+        (["tests.test_cli:shout"], ["shout"]),
+        (["tests.test_cli:count", "builtin_tools:math_calculator"], ["count", "math_calculator"]),
+    ],
+)
+def test_tools_option_loads_registries_lists_and_single_tools(targets: list[str], names: list[str]) -> None:
+    """``--tools`` takes 'builtin' or module:attr naming a registry, a list or a tool; repeatable."""
+    options = [arg for target in targets for arg in ("--tools", target)]
+    result = invoke("tools", *options)
+    assert result.exit_code == 0, result.output
+    assert [entry["name"] for entry in json.loads(result.stdout)] == names
+
+
+def test_run_calls_the_tools_named_by_tools_option(server: LocalModelServer) -> None:
+    """``agent run --tools module:attr`` offers (and runs) exactly those tools."""
+    result = invoke("run", "hi", "--tools", "tests.test_cli:REGISTRY", env=against(server))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["shout: EXAMPLE", "count: 7"]
+    assert [t["name"] for t in server.requests[0]["tools"]] == ["shout", "count"]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("nope", "expected 'builtin' or 'module:attr'"),
+        (":REGISTRY", "expected 'builtin' or 'module:attr'"),
+        ("tests.test_cli:", "expected 'builtin' or 'module:attr'"),
+        ("no_such_module_here:tools", "No module named 'no_such_module_here'"),
+        ("tests.test_cli:MISSING", "has no attribute 'MISSING'"),
+        ("tests.test_cli:NOT_TOOLS", "is a list, not a ToolRegistry"),
+        ("os:path", "is a module, not a ToolRegistry"),
+    ],
+)
+def test_bad_tools_target_exits_2_with_one_line(target: str, reason: str) -> None:
+    """A ``--tools`` target that names no tools is a caller mistake: exit 2, one line, no traceback."""
+    result = invoke("run", "hi", "--tools", target)
+    assert_one_line_error(result, 2, mentions=f"bad --tools target {target!r}")
+    assert reason in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        pytest.param("def broken(:\n", "SyntaxError", id="syntax-error"),
+        pytest.param("raise RuntimeError('boom')\n", "RuntimeError: boom", id="raises-on-import"),
+    ],
+)
+def test_tools_module_that_fails_to_import_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, reason: str
+) -> None:
+    """A ``--tools`` module whose own code fails on import is a bad target, not a crash."""
+    name = f"cli_tools_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("tools", "--tools", f"{name}:registry")
+    assert_one_line_error(result, 2, mentions=reason)
+
+
+def test_tools_prints_json_schemas_with_explicit_strict() -> None:
+    """``agent tools`` prints every builtin tool as a function schema with an explicit strict flag."""
+    result = invoke("tools")
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)
+    assert sorted(entry["name"] for entry in entries) == DEMO_TOOLS
+    for entry in entries:
+        assert entry["type"] == "function"
+        assert isinstance(entry["strict"], bool)
+        assert entry["parameters"]["type"] == "object"
+
+
+@pytest.mark.usefixtures("fast_retries")
+def test_refused_connection_exits_1_with_one_line() -> None:
+    """A closed port on 127.0.0.1: retried, then exit 1 with one error line and no traceback."""
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+    assert_one_line_error(invoke("run", "hi", env=env), 1, mentions="APIConnectionError")
+
+
+def test_wrong_api_key_exits_1_without_showing_the_key() -> None:
+    """A 401 for a wrong key exits 1 naming AuthenticationError; the key itself is not printed."""
+    with LocalModelServer(AutoPolicy(), api_key="right") as server:
+        result = invoke("run", "hi", env=against(server, key="wrong-key-value"))
+    assert_one_line_error(result, 1, mentions="AuthenticationError")
+    assert "wrong-key-value" not in result.output
+
+
+def test_rate_limit_after_retries_exits_1() -> None:
+    """429 on every attempt (Retry-After: 0): three requests, then exit 1 naming RateLimitError."""
+    faults = [Fault(status=429, retry_after=0)] * 3
+    with LocalModelServer(AutoPolicy(), faults=faults) as server:
+        result = invoke("run", "hi", env=against(server))
+        assert len(server.requests) == 3
+    assert_one_line_error(result, 1, mentions="RateLimitError")
+    assert "429" in error_lines(result.stderr)[0]
+
+
+def test_max_turns_exceeded_exits_1(server: LocalModelServer) -> None:
+    """``--max-turns 1`` while the model still calls tools: exit 1 naming MaxTurnsExceeded."""
+    assert_one_line_error(
+        invoke("run", "hi", "--max-turns", "1", env=against(server)), 1, mentions="MaxTurnsExceeded"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "notaurl",
+        "127.0.0.1:8000/v1",
+        "ftp://example.test/v1",
+        "http://",
+        "http://[::1/v1",
+        "http://127.0.0.1:99999/v1",
+    ],
+)
+def test_bad_base_url_exits_2(url: str) -> None:
+    """An OPENAI_BASE_URL httpx could never send to is a caller mistake: exit 2, one line."""
+    result = invoke("run", "hi", env={"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "x"})
+    assert_one_line_error(result, 2, mentions="base_url")
+
+
+def test_bad_log_format_exits_2() -> None:
+    """``--log-format`` takes console or json only."""
+    assert_one_line_error(invoke("demo", "--log-format", "xml"), 2, mentions="--log-format")
+
+
+def test_verbose_shows_the_traceback() -> None:
+    """With ``-v`` a failed run ends in the exception's traceback instead of one line."""
+    with LocalModelServer(AutoPolicy(), api_key="right") as server:
+        done = run_process(
+            str(AGENT_SCRIPT), "run", "hi", "-v", OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="wrong"
+        )
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("agent._errors.AuthenticationError: HTTP 401")
+
+
+def test_serve_local_answers_python_m_agent_run(tmp_path: Path) -> None:
+    """``agent serve-local --auto`` serves a real port that ``python -m agent run`` gets answers from."""
+    port = free_port()
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(AGENT_SCRIPT), "serve-local", "--auto", "--port", str(port)],
+            env=process_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_listening(port, process)
+            done = run_process(
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "hi",
+                OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1",
+                OPENAI_API_KEY="x",
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.partition(":")[0] for line in done.stdout.splitlines()) == DEMO_TOOLS
+    assert "local model server (not AI)" in (tmp_path / "server.log").read_text()
