@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -21,14 +21,15 @@ import typer
 from pydantic_core import to_json
 from rich.console import Console
 from rich.text import Text
+from structlog.typing import FilteringBoundLogger
 
 from agent._agent import Agent
-from agent._console import ToolCallDisplay
+from agent._console import RunDisplay
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
 from agent._result import RunResult
 from agent._tools import Tool, ToolRegistry
-from agent.localmodel import AutoPolicy, LocalModelServer, Policy, ScriptPolicy, demo_script, serve
+from agent.localmodel import AutoPolicy, Policy, ScriptPolicy, demo_script, endpoint_or_local, serve
 
 __all__ = ["app", "main"]
 
@@ -42,6 +43,9 @@ DEMO_PROMPT = (
 )
 
 T = TypeVar("T")
+
+_LOCAL_PACE = 0.25
+"""Seconds between streamed items of the local model when a person watches the stream."""
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +62,9 @@ ToolsOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the whole RunResult as JSON.")]
+StreamOption = Annotated[
+    bool, typer.Option("--stream/--no-stream", help="Stream responses as they are written.")
+]
 LogFormatOption = Annotated[
     str, typer.Option("--log-format", help="Log rendering on stderr: console or json.")
 ]
@@ -67,12 +74,14 @@ VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs
 @app.command()
 def demo(
     json_output: JsonOption = False,
+    stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
 ) -> None:
     """The API page's scenario: four builtin tools called in parallel, then the final answer."""
     registry = load_tools(["builtin"])
-    _run_command(DEMO_PROMPT, registry, demo_script(), json_output, log_format, verbose, {"model": "gpt-4.1"})
+    output = _Output(json_output, stream, log_format, verbose)
+    _run_command(DEMO_PROMPT, registry, demo_script(), output, {"model": "gpt-4.1"})
 
 
 @app.command()
@@ -84,6 +93,7 @@ def run(
     max_turns: Annotated[int, typer.Option(min=1, help="Model responses before giving up.")] = 20,
     metadata: Annotated[list[str] | None, typer.Option(help="k=v request metadata, repeatable.")] = None,
     json_output: JsonOption = False,
+    stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
 ) -> None:
@@ -95,7 +105,7 @@ def run(
         "max_turns": max_turns,
         "metadata": _parse_metadata(metadata or []),
     }
-    _run_command(prompt, registry, AutoPolicy(), json_output, log_format, verbose, options)
+    _run_command(prompt, registry, AutoPolicy(), _Output(json_output, stream, log_format, verbose), options)
 
 
 @app.command("tools")
@@ -172,48 +182,64 @@ def _load_script(path: Path) -> ScriptPolicy:
         _fail(f"cannot load script {path}: {exc}", code=2)
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """How a run command reports: JSON or text, streamed or not, which logs."""
+
+    json: bool
+    stream: bool
+    log_format: str
+    verbose: bool
+
+    def logger(self) -> FilteringBoundLogger:
+        if self.log_format not in ("console", "json"):
+            _fail("--log-format takes console or json", code=2)
+        fmt: LogFormat = "json" if self.log_format == "json" else "console"
+        return make_logger(fmt, level="debug" if self.verbose else "warning")
+
+
 def _run_command(
-    prompt: str,
-    registry: ToolRegistry,
-    local_policy: Policy,
-    json_output: bool,
-    log_format: str,
-    verbose: bool,
-    options: dict[str, Any],
+    prompt: str, registry: ToolRegistry, local_policy: Policy, output: _Output, options: dict[str, Any]
 ) -> None:
-    if log_format not in ("console", "json"):
-        _fail("--log-format takes console or json", code=2)
-    fmt: LogFormat = "json" if log_format == "json" else "console"
-    logger = make_logger(fmt, level="debug" if verbose else "warning")
-    with _endpoint(local_policy) as endpoint:
-        display = ToolCallDisplay(stderr)
+    logger = output.logger()
+    display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
+    # Paced like a model when streaming to a person, so the stream can be seen; else at full speed.
+    pace = _LOCAL_PACE if display.stream_text else 0.0
+    with endpoint_or_local(local_policy, stream_delay=pace) as endpoint:
+        if endpoint.local:
+            stderr.print(
+                "No OPENAI_BASE_URL/OPENAI_API_KEY set: running on the embedded local model "
+                "(a deterministic script, not AI).",
+                style="dim",
+                soft_wrap=True,
+            )
 
         async def go() -> RunResult:
-            async with Agent(tools=registry, logger=logger, **endpoint, **options) as agent:
+            agent = Agent(
+                tools=registry, logger=logger, base_url=endpoint.base_url, api_key=endpoint.api_key, **options
+            )
+            async with agent:
                 with display:
-                    return await agent.run(prompt, hooks=display.hooks())
+                    return await _watched_run(agent, prompt, display, stream=output.stream)
 
-        result = _guarded(go, verbose)
-    if json_output:
-        typer.echo(to_json(result, indent=2).decode())
-    else:
-        typer.echo(result.output)
+        result = _guarded(go, output.verbose)
+    display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
 
 
-@contextmanager
-def _endpoint(local_policy: Policy) -> Iterator[dict[str, Any]]:
-    """The real endpoint when the environment names one, else a local model server."""
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        yield {}
-        return
-    stderr.print(
-        "No OPENAI_BASE_URL/OPENAI_API_KEY set: running on the embedded local model "
-        "(a deterministic script, not AI).",
-        style="dim",
-        soft_wrap=True,
-    )
-    with LocalModelServer(local_policy) as server:
-        yield {"base_url": server.base_url, "api_key": "local"}
+async def _watched_run(agent: Agent, prompt: str, display: RunDisplay, *, stream: bool) -> RunResult:
+    """Run with ``display`` watching: every event when streaming, tool hooks otherwise."""
+    if not stream:
+        return await agent.run(prompt, hooks=display.hooks())
+    async with agent.run_stream(prompt) as events:
+        async for event in events:
+            display.handle(event)
+    if events.result is None:  # pragma: no cover - run_stream raises instead
+        raise AssertionError("the run ended without a result")
+    return events.result
+
+
+def _tty() -> bool:
+    return sys.stdout.isatty()
 
 
 def _guarded(main: Callable[[], Awaitable[T]], verbose: bool) -> T:

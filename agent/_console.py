@@ -1,7 +1,9 @@
-"""What the command line shows while a run works: a live table of tool calls, on stderr.
+"""What the command line shows while a run works (built on rich).
 
-Built on rich: a spinner per running call, then its result and duration. On a terminal the
-table updates in place; elsewhere (a pipe, CI) one line per finished call is printed instead.
+Tool calls go to stderr: on a terminal as a live table (a spinner per running call, then its
+result and duration), elsewhere as one line per finished call. The answer's text goes to
+stdout as it streams in when stdout is a terminal; otherwise it is printed whole at the end,
+so piped output is the same with or without streaming.
 """
 
 from __future__ import annotations
@@ -9,18 +11,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TextIO
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from agent._events import Hooks, ToolCallFinished, ToolCallStarted
-from agent._result import ToolCallRecord
+from agent._events import (
+    Hooks,
+    RunEvent,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolProgress,
+)
+from agent._result import RunResult, ToolCallRecord
 
-__all__ = ["ToolCallDisplay"]
+__all__ = ["RunDisplay"]
 
 _CELL = 70
 
@@ -30,25 +39,56 @@ class _Row:
     name: str
     arguments: str
     started: float
+    progress: str = ""
     record: ToolCallRecord | None = None
 
 
 @dataclass(slots=True)
-class ToolCallDisplay:
-    """Shows each tool call as it starts and finishes; use as a context manager around a run."""
+class RunDisplay:
+    """Renders a run's events; use as a context manager around the run."""
 
     console: Console
+    """Where tool calls are shown (stderr)."""
+    out: TextIO
+    """Where the answer goes (stdout)."""
+    stream_text: bool
+    """Write the answer's text as it arrives (a terminal, and not ``--json``)."""
     _rows: dict[str, _Row] = field(default_factory=dict)
     _live: Live | None = None
+    _text_streamed: bool = False
 
     def hooks(self) -> Hooks:
-        """The run hooks that feed this display."""
-        return Hooks(on_tool_start=self._started, on_tool_end=self._finished)
+        """The run hooks that feed this display (for runs that are not streamed)."""
+        return Hooks(on_tool_start=self.handle, on_tool_end=self.handle)
+
+    def handle(self, event: RunEvent) -> None:
+        """Show one event."""
+        if isinstance(event, ToolCallStarted):
+            self._open_live()
+            self._rows[event.call_id] = _Row(event.name, event.arguments, time.perf_counter())
+        elif isinstance(event, ToolProgress) and event.call_id in self._rows:
+            self._rows[event.call_id].progress = _clip(str(event.data))
+        elif isinstance(event, ToolCallFinished):
+            self._finished(event.record)
+        elif isinstance(event, TextDelta) and self.stream_text:
+            self._close_live()
+            self.out.write(event.delta)
+            self.out.flush()
+            self._text_streamed = True
+        self._refresh()
+
+    def finish(self, result: RunResult, *, as_json: str | None = None) -> None:
+        """Print the answer (or ``as_json``), unless its text was streamed already."""
+        self._close_live()
+        if as_json is not None:
+            self.out.write(as_json + "\n")
+        elif self._text_streamed:
+            self.out.write("\n")
+        else:
+            self.out.write(result.output + "\n")
+        self.out.flush()
 
     def __enter__(self) -> Self:
-        if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=12, transient=False)
-            self._live.__enter__()
         return self
 
     def __exit__(
@@ -57,40 +97,45 @@ class ToolCallDisplay:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.__exit__(exc_type, exc, tb)
+        self._close_live()
 
-    def _started(self, event: ToolCallStarted) -> None:
-        self._rows[event.call_id] = _Row(event.name, event.arguments, time.perf_counter())
-        self._refresh()
-
-    def _finished(self, event: ToolCallFinished) -> None:
-        record = event.record
+    def _finished(self, record: ToolCallRecord) -> None:
         row = self._rows.setdefault(record.call_id, _Row(record.name, record.arguments, 0.0))
         row.record = record
-        if self._live is None:
+        if not self.console.is_terminal:
             self.console.print(_line(record), highlight=False, soft_wrap=True)
-        self._refresh()
+
+    def _open_live(self) -> None:
+        if self._live is None and self.console.is_terminal:
+            self._rows = {}
+            self._live = Live(self._render(), console=self.console, refresh_per_second=12)
+            self._live.start()
+
+    def _close_live(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
 
     def _refresh(self) -> None:
         if self._live is not None:
             self._live.update(self._render())
 
     def _render(self) -> RenderableType:
-        table = Table(title="tool calls", title_justify="left", expand=False)
+        table = Table(title="tool calls", title_justify="left")
         for column in ("tool", "arguments", "", "result", "time"):
             table.add_column(column, overflow="fold")
         for row in self._rows.values():
             table.add_row(*_cells(row))
-        return Group(table)
+        return table
 
 
-def _cells(row: _Row) -> tuple[RenderableType, ...]:
+def _cells(row: _Row) -> tuple[Any, ...]:
     record = row.record
     if record is None:
         elapsed = time.perf_counter() - row.started
-        return row.name, _clip(row.arguments), Spinner("dots"), "running", f"{elapsed:.2f}s"
+        status = row.progress or "running"
+        return row.name, _clip(row.arguments), Spinner("dots"), status, f"{elapsed:.2f}s"
     mark = Text("ok", style="green") if record.ok else Text(record.kind, style="red")
     return row.name, _clip(row.arguments), mark, _clip(record.output), f"{record.duration:.3f}s"
 

@@ -7,7 +7,6 @@ tool registered from a JSON schema (as a gateway or an MCP server would describe
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import anyio
 
 from agent import Agent, RunResult, ToolContext, ToolRegistry, tool
-from agent.localmodel import AutoPolicy, LocalModelServer
+from agent.localmodel import AutoPolicy, endpoint_or_local
 from builtin_tools import math_calculator, random_generator
 
 
@@ -67,9 +66,9 @@ dice = tool(roll_dice, name="dice", description="Roll dice.", parameters=DICE_SC
 registry = ToolRegistry([math_calculator, random_generator, checksum, stock_level, dice])
 
 
-async def main(base_url: str | None = None) -> RunResult:
+async def main(base_url: str | None = None, api_key: str | None = None) -> RunResult:
     shop = Shop(name="Corner Shop", stock={"example": 12})
-    async with Agent(model="gpt-4.1", tools=registry, base_url=base_url, api_key=_key(base_url)) as agent:
+    async with Agent(model="gpt-4.1", tools=registry, base_url=base_url, api_key=api_key) as agent:
         result = await agent.run("Use every tool once.", deps=shop)
     for call in result.tool_calls:
         print(f"{call.kind:>4} {call.name}({call.arguments}) -> {call.output}")
@@ -77,14 +76,6 @@ async def main(base_url: str | None = None) -> RunResult:
     return result
 
 
-def _key(base_url: str | None) -> str | None:
-    """The local server wants some key; a real endpoint gets $OPENAI_API_KEY."""
-    return "local" if base_url else None
-
-
 if __name__ == "__main__":
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        anyio.run(main)
-    else:
-        with LocalModelServer(AutoPolicy()) as server:
-            anyio.run(main, server.base_url)
+    with endpoint_or_local(AutoPolicy()) as endpoint:
+        anyio.run(main, endpoint.base_url, endpoint.api_key)

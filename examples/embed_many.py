@@ -8,20 +8,19 @@ read-only state, so every run costs the same however many are in flight.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
 import anyio
 
 from agent import Agent, RunResult
-from agent.localmodel import LocalModelServer, demo_script
+from agent.localmodel import demo_script, endpoint_or_local
 from builtin_tools import registry
 
 RUNS = 100
 
 
-async def main(base_url: str | None = None, runs: int = RUNS) -> list[RunResult]:
+async def main(base_url: str | None = None, api_key: str | None = None, runs: int = RUNS) -> list[RunResult]:
     results: list[RunResult] = []
     latencies: list[float] = []
 
@@ -32,7 +31,7 @@ async def main(base_url: str | None = None, runs: int = RUNS) -> list[RunResult]
 
     started = time.perf_counter()
     async with (
-        Agent(model="gpt-4.1", tools=registry, base_url=base_url, api_key=_key(base_url)) as agent,
+        Agent(model="gpt-4.1", tools=registry, base_url=base_url, api_key=api_key) as agent,
         anyio.create_task_group() as tg,
     ):
         for n in range(runs):
@@ -47,14 +46,6 @@ async def main(base_url: str | None = None, runs: int = RUNS) -> list[RunResult]
     return results
 
 
-def _key(base_url: str | None) -> str | None:
-    """The local server wants some key; a real endpoint gets $OPENAI_API_KEY."""
-    return "local" if base_url else None
-
-
 if __name__ == "__main__":
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        anyio.run(main)
-    else:
-        with LocalModelServer(demo_script()) as server:
-            anyio.run(main, server.base_url)
+    with endpoint_or_local(demo_script()) as endpoint:
+        anyio.run(main, endpoint.base_url, endpoint.api_key)

@@ -8,13 +8,12 @@ they overlapped, then the final answer. On the local model server unless OPENAI_
 
 from __future__ import annotations
 
-import os
 import time
 
 import anyio
 
 from agent import Agent, Hooks, RunResult, ToolCallFinished, ToolCallStarted
-from agent.localmodel import LocalModelServer, demo_script
+from agent.localmodel import demo_script, endpoint_or_local
 from builtin_tools import registry
 
 PROMPT = (
@@ -51,13 +50,13 @@ class Timeline:
         return last_start <= first_end
 
 
-async def main(base_url: str | None = None) -> tuple[RunResult, Timeline]:
+async def main(base_url: str | None = None, api_key: str | None = None) -> tuple[RunResult, Timeline]:
     timeline = Timeline()
     async with Agent(
         model="gpt-4.1",
         tools=registry,
         base_url=base_url,
-        api_key=_key(base_url),
+        api_key=api_key,
         metadata={"model_id": "32"},
     ) as agent:
         result = await agent.run(PROMPT, hooks=timeline.hooks())
@@ -67,14 +66,6 @@ async def main(base_url: str | None = None) -> tuple[RunResult, Timeline]:
     return result, timeline
 
 
-def _key(base_url: str | None) -> str | None:
-    """The local server wants some key; a real endpoint gets $OPENAI_API_KEY."""
-    return "local" if base_url else None
-
-
 if __name__ == "__main__":
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        anyio.run(main)
-    else:
-        with LocalModelServer(demo_script()) as server:
-            anyio.run(main, server.base_url)
+    with endpoint_or_local(demo_script()) as endpoint:
+        anyio.run(main, endpoint.base_url, endpoint.api_key)

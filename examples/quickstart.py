@@ -8,13 +8,12 @@ OPENAI_BASE_URL / OPENAI_API_KEY are set, in which case it talks to that endpoin
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 import anyio
 
 from agent import Agent, RunResult, tool
-from agent.localmodel import AutoPolicy, LocalModelServer
+from agent.localmodel import AutoPolicy, endpoint_or_local
 
 
 @tool
@@ -29,14 +28,14 @@ async def get_weather(city: str, unit: Literal["c", "f"] = "c") -> dict[str, str
     return {"city": city, "temperature": celsius if unit == "c" else celsius * 9 // 5 + 32, "unit": unit}
 
 
-async def main(base_url: str | None = None) -> RunResult:
+async def main(base_url: str | None = None, api_key: str | None = None) -> RunResult:
     """One run; prints the tool call and the answer."""
     async with Agent(
         model="gpt-4.1",
         tools=[get_weather],
         instructions="Be brief.",
         base_url=base_url,
-        api_key=_key(base_url),
+        api_key=api_key,
     ) as agent:
         result = await agent.run("Weather in Paris?")
     for call in result.tool_calls:
@@ -45,14 +44,6 @@ async def main(base_url: str | None = None) -> RunResult:
     return result
 
 
-def _key(base_url: str | None) -> str | None:
-    """The local server wants some key; a real endpoint gets $OPENAI_API_KEY."""
-    return "local" if base_url else None
-
-
 if __name__ == "__main__":
-    if os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"):
-        anyio.run(main)
-    else:
-        with LocalModelServer(AutoPolicy()) as server:
-            anyio.run(main, server.base_url)
+    with endpoint_or_local(AutoPolicy()) as endpoint:
+        anyio.run(main, endpoint.base_url, endpoint.api_key)

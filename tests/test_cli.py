@@ -363,3 +363,64 @@ def test_serve_local_answers_python_m_agent_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert sorted(line.partition(":")[0] for line in done.stdout.splitlines()) == DEMO_TOOLS
     assert "local model server (not AI)" in (tmp_path / "server.log").read_text()
+
+
+def test_no_stream_and_stream_give_the_same_json_shape(server: LocalModelServer) -> None:
+    """--json output is the same RunResult with or without streaming."""
+    streamed = invoke("run", "hello", "--json", env=against(server))
+    plain = invoke("run", "hello", "--json", "--no-stream", env=against(server))
+    assert (streamed.exit_code, plain.exit_code) == (0, 0)
+    a, b = json.loads(streamed.stdout), json.loads(plain.stdout)
+    names = sorted(c["name"] for c in a["tool_calls"])
+    assert (a.keys(), names, a["turns"]) == (b.keys(), sorted(c["name"] for c in b["tool_calls"]), b["turns"])
+    assert [body.get("stream") for body in server.requests] == [True, True, None, None]
+
+
+def test_streamed_text_reaches_stdout_piece_by_piece() -> None:
+    """On a terminal the answer is written delta by delta, then one newline; nothing twice."""
+    import io
+
+    from rich.console import Console
+
+    from agent import RunResult, TextDelta, Usage
+    from agent._console import RunDisplay
+
+    out = io.StringIO()
+    writes: list[str] = []
+    display = RunDisplay(Console(file=io.StringIO()), out, stream_text=True)
+    for piece in ("Hello", ", ", "world"):
+        display.handle(TextDelta(1, "msg_1", piece))
+        writes.append(out.getvalue())
+    result = RunResult("Hello, world", [], (), Usage(), 1, ("resp_1",))
+    display.finish(result)
+    assert writes == ["Hello", "Hello, ", "Hello, world"]
+    assert out.getvalue() == "Hello, world\n"
+
+
+def test_streaming_demo_in_a_terminal_shows_the_table_and_the_answer() -> None:
+    """In a pseudo-terminal, `agent demo` draws the live table and streams the answer."""
+    import pty
+
+    env = process_env()
+    env.update({"COLUMNS": "160", "LINES": "50"})
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [str(AGENT_SCRIPT), "demo"], stdin=secondary, stdout=secondary, stderr=secondary, env=env
+    )
+    os.close(secondary)
+    chunks = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=30)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "tool calls" in screen
+    assert "Three random numbers between 1 and 100" in screen

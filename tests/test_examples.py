@@ -49,7 +49,7 @@ async def test_quickstart_calls_its_weather_tool(
     auto_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """quickstart.py: the model calls get_weather once and the answer reports its result."""
-    result = await load_example("quickstart", monkeypatch).main(auto_server.base_url)
+    result = await load_example("quickstart", monkeypatch).main(auto_server.base_url, "local")
     [call] = result.tool_calls
     weather = {"city": "example", "temperature": 18, "unit": "c"}
     assert (call.name, call.kind, json.loads(call.output)) == ("get_weather", "ok", weather)
@@ -60,7 +60,7 @@ async def test_quickstart_calls_its_weather_tool(
 @pytest.mark.asyncio
 async def test_parallel_tools_overlap(demo_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """parallel_tools.py: the four builtin tools all start before the first one ends."""
-    result, timeline = await load_example("parallel_tools", monkeypatch).main(demo_server.base_url)
+    result, timeline = await load_example("parallel_tools", monkeypatch).main(demo_server.base_url, "local")
     assert sorted(timeline.spans) == DEMO_TOOLS
     assert timeline.overlapped() is True
     assert [call.kind for call in result.tool_calls] == ["ok"] * 4
@@ -71,7 +71,7 @@ async def test_parallel_tools_sends_gateway_metadata(
     demo_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """parallel_tools.py: both requests carry metadata model_id=32, and the answer quotes 580.2."""
-    result, _ = await load_example("parallel_tools", monkeypatch).main(demo_server.base_url)
+    result, _ = await load_example("parallel_tools", monkeypatch).main(demo_server.base_url, "local")
     assert [r["metadata"] for r in demo_server.requests] == [{"model_id": "32"}] * 2
     assert "123.5 + 456.7 = " in result.output
     assert "580.2" in result.output
@@ -82,7 +82,7 @@ async def test_embed_many_serves_concurrent_runs_from_one_agent(
     demo_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """embed_many.py: 20 concurrent runs on one agent, each with four ok tool calls."""
-    results = await load_example("embed_many", monkeypatch).main(demo_server.base_url, runs=20)
+    results = await load_example("embed_many", monkeypatch).main(demo_server.base_url, "local", runs=20)
     assert len(results) == 20
     assert [[call.kind for call in r.tool_calls] for r in results] == [["ok"] * 4] * 20
     assert len(demo_server.requests) == 40
@@ -94,7 +94,7 @@ async def test_custom_registry_runs_every_kind_of_tool(
     auto_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """custom_registry.py: builtin, sync, context-taking and JSON-schema tools all end ok."""
-    result = await load_example("custom_registry", monkeypatch).main(auto_server.base_url)
+    result = await load_example("custom_registry", monkeypatch).main(auto_server.base_url, "local")
     names = ["math_calculator", "random_generator", "checksum", "stock_level", "dice"]
     assert [(call.name, call.kind) for call in result.tool_calls] == [(name, "ok") for name in names]
 
@@ -104,7 +104,7 @@ async def test_custom_registry_context_tool_sees_the_deps(
     auto_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """custom_registry.py: stock_level reads the Shop handed to run() as deps."""
-    result = await load_example("custom_registry", monkeypatch).main(auto_server.base_url)
+    result = await load_example("custom_registry", monkeypatch).main(auto_server.base_url, "local")
     outputs = {call.name: call.output for call in result.tool_calls}
     assert outputs["stock_level"] == "Corner Shop has 12 x example"
     assert "stock_level: Corner Shop has 12 x example" in result.output.splitlines()

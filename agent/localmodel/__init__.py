@@ -12,6 +12,7 @@ In-process, without a socket: `httpx.AsyncClient(transport=httpx.ASGITransport(c
 
 from ._app import create_app
 from ._auto import AutoPolicy, example_arguments
+from ._endpoint import Endpoint, endpoint_or_local
 from ._faults import Fault
 from ._policy import Policy, ScriptExhaustedError, ScriptPolicy, demo_script
 from ._request import Item, ResponseRequest
@@ -20,6 +21,7 @@ from ._server import LocalModelServer, serve
 
 __all__ = [
     "AutoPolicy",
+    "Endpoint",
     "Fault",
     "Item",
     "LocalModelServer",
@@ -30,6 +32,7 @@ __all__ = [
     "ScriptPolicy",
     "create_app",
     "demo_script",
+    "endpoint_or_local",
     "example_arguments",
     "serve",
 ]

@@ -29,7 +29,8 @@ _ARGUMENT_CHUNKS = 4
 
 
 async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> AsyncIterator[str]:
-    """The encoded events of a finished `response`, pausing `item_delay` seconds between items.
+    """The encoded events of a finished `response`, pausing `item_delay` seconds between items
+    (and a quarter of it between text deltas, so that an answer visibly streams).
 
     With `truncate`, the stream ends after the first output item and never completes, as when a
     connection is cut mid-answer.
@@ -49,6 +50,8 @@ async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> As
         if index and item_delay:
             await anyio.sleep(item_delay)
         for event in item_events(item, index):
+            if item_delay and event["type"] == "response.output_text.delta":
+                await anyio.sleep(item_delay / 4)
             yield encode(event)
         if truncate:
             return
