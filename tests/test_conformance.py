@@ -288,3 +288,43 @@ async def test_recorded_incomplete_stream_ends_the_run_with_its_reason() -> None
     agent, _ = scripted_agent([recorded_stream(exchange)])
     result = await agent.run("hi", stream=True)
     assert (result.status, result.incomplete_reason) == ("incomplete", "max_output_tokens")
+
+
+def streams_with_calls() -> list[Any]:
+    """Every recorded stream whose response asks for function calls."""
+    return [
+        pytest.param(exchange, id=f"{path.stem}#{index}")
+        for path in CASES
+        for index, exchange in enumerate(load(path)["exchanges"])
+        if "sse" in exchange and any(i["type"] == "function_call" for i in stream_final(exchange)["output"])
+    ]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("exchange", streams_with_calls())
+async def test_every_recorded_streamed_call_is_run(exchange: dict[str, Any]) -> None:
+    """Each function call of each recorded stream runs once, under its server call_id."""
+    final = stream_final(exchange)
+    calls = [i for i in final["output"] if i["type"] == "function_call"]
+    specs = (exchange.get("request") or {}).get("tools") or [
+        {"type": "function", "name": c["name"], "parameters": {"type": "object"}} for c in calls
+    ]
+    ran: list[str] = []
+
+    async def answer(ctx: ToolContext[None], **_: Any) -> str:
+        ran.append(ctx.call_id)
+        return "ok"
+
+    tools = [
+        tool(answer, name=s["name"], description="", parameters=s["parameters"], strict=s.get("strict"))
+        for s in specs
+        if s.get("type") == "function"
+    ]
+    agent, _ = scripted_agent([recorded_stream(exchange)], tools=tools, max_turns=1)
+    with pytest.raises(MaxTurnsExceeded) as info:
+        await agent.run("replay", stream=True)
+    partial = info.value.partial_result
+    assert partial is not None
+    assert sorted(ran) == sorted(c["call_id"] for c in calls)
+    assert [r.call_id for r in partial.tool_calls] == [c["call_id"] for c in calls]
+    assert all(r.kind == "ok" for r in partial.tool_calls)
