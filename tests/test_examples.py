@@ -128,3 +128,14 @@ def test_quickstart_runs_as_a_script_on_the_local_model() -> None:
         f'get_weather({{"city":"example","unit":"c"}}) -> {weather}',
         f"get_weather: {weather}",
     ]
+
+
+@pytest.mark.asyncio
+async def test_streaming_example_shows_eager_starts_and_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """streaming.py: crawl starts first, reports three progress events, both tools succeed."""
+    with LocalModelServer(AutoPolicy(), stream_delay=0.3) as server:
+        lines = await load_example("streaming", monkeypatch).main(server.base_url, "local")
+    events = [line.split(maxsplit=1)[1] for line in lines]
+    assert events[0].startswith("start  crawl")
+    assert sum(e.startswith("progress crawl") for e in events) == 3
+    assert sum(e.startswith("done") and e.endswith("(ok)") for e in events) == 2
