@@ -19,11 +19,12 @@ from structlog.typing import FilteringBoundLogger
 from agent._errors import AgentError, UsageError
 from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
 from agent._execution import ExecutionSettings
-from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy
+from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, shown_url
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
 from agent._result import JSONObject, RunResult
 from agent._run_stream import RunStream, open_run_stream
+from agent._threads import LoopLocalLimiter
 from agent._tools import ToolLike, ToolRegistry
 from agent._wire import input_items
 
@@ -113,7 +114,7 @@ class Agent:
             execution=ExecutionSettings(
                 tools=self.tools,
                 tool_timeout=tool_timeout,
-                thread_limiter=anyio.CapacityLimiter(max_threads),
+                thread_limiter=LoopLocalLimiter(max_threads),
                 expose_exception_messages=expose_tool_exceptions,
             ),
         )
@@ -136,7 +137,8 @@ class Agent:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"Agent(model={self.model!r}, base_url={self.base_url!r}, tools={self.tools.names})"
+        shown = shown_url(self.base_url)
+        return f"Agent(model={self.model!r}, base_url={shown!r}, tools={self.tools.names})"
 
     async def __aenter__(self) -> Self:
         self._check_open()

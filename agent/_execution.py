@@ -13,7 +13,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ from pydantic_core import PydanticSerializationError, to_json
 from agent._errors import ToolError
 from agent._events import Emit, ToolCallFinished, ToolCallStarted
 from agent._result import OutcomeKind, ToolCallRecord
-from agent._threads import run_sync_bounded
+from agent._threads import LoopLocalLimiter, ThreadSlot
 from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry
 from agent._wire import FunctionCall
 
@@ -40,7 +40,8 @@ class ExecutionSettings:
 
     tools: ToolRegistry
     tool_timeout: float | None
-    thread_limiter: anyio.CapacityLimiter
+    thread_limiter: LoopLocalLimiter
+    """Worker threads for sync tools, counted until each thread really ends."""
     expose_exception_messages: bool = False
 
 
@@ -140,11 +141,16 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
         return _failure("invalid_arguments", str(exc))
     context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit)
     timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
+    # Waiting for a slot (run-wide, per tool, worker thread) is not the tool's time: the
+    # timeout starts once the call can really run.
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(scope.limiter)
         if tool.limiter is not None:
-            await stack.enter_async_context(tool.limiter)
-        return await _run_with_timeout(tool, arguments, context, settings, limit=timeout)
+            await stack.enter_async_context(tool.limiter.get())
+        thread = None if tool.is_async else await ThreadSlot.acquire(settings.thread_limiter.get())
+        if thread is not None:
+            stack.callback(thread.close)
+        return await _run_with_timeout(tool, arguments, context, settings, thread, limit=timeout)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -153,13 +159,14 @@ async def _run_with_timeout(
     arguments: dict[str, Any],
     context: ToolContext[Any],
     settings: ExecutionSettings,
+    thread: ThreadSlot | None,
     *,
     limit: float | None,
 ) -> _Outcome:
     outcome = _failure("timeout", f"tool {tool.name!r} did not finish within {limit} seconds")
     with anyio.move_on_after(math.inf if limit is None else limit):
         try:
-            outcome = _success(await _invoke(tool, arguments, context, settings))
+            outcome = _success(await _invoke(tool.bind(arguments, context), thread))
         except anyio.get_cancelled_exc_class():
             context.cancel_event.set()
             if _being_cancelled():
@@ -172,16 +179,11 @@ async def _run_with_timeout(
     return outcome
 
 
-async def _invoke(
-    tool: Tool[..., Any],
-    arguments: dict[str, Any],
-    context: ToolContext[Any],
-    settings: ExecutionSettings,
-) -> Any:
-    call = tool.bind(arguments, context)
-    if tool.is_async:
+async def _invoke(call: Callable[[], Any], thread: ThreadSlot | None) -> Any:
+    """Await an async tool on the loop; run a sync one on its worker thread."""
+    if thread is None:
         return await call()
-    value = await run_sync_bounded(call, settings.thread_limiter)
+    value = await thread.run(call)
     return await value if inspect.isawaitable(value) else value
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -46,6 +46,14 @@ DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Models can think for minutes before the first byte; connecting should take seconds."""
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
+_SSE_HEADERS = {"Accept": "text/event-stream"}
+
+
+def shown_url(url: str) -> str:
+    """``url`` without user info and query, which may hold credentials."""
+    return str(httpx.URL(url).copy_with(userinfo=b"", query=None))
+
+
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -101,7 +109,9 @@ class ResponsesClient:
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self.url = base_url.rstrip("/") + "/responses"
-        self._api_key = api_key
+        self.shown_url = shown_url(self.url)
+        """The URL as logs and errors show it: no credentials, no query."""
+        self._auth = _BearerAuth(api_key) if api_key else None
         self._timeout = timeout
         self._retry = retry
         self._owns_client = http_client is None
@@ -109,12 +119,7 @@ class ResponsesClient:
         self._log = log
 
     def __repr__(self) -> str:
-        return f"<ResponsesClient {self.url}>"
-
-    def _auth_headers(self) -> dict[str, str]:
-        # Built per request so that the key lives only in a SecretStr (redacted in any repr).
-        key = self._api_key.get_secret_value() if self._api_key else ""
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return f"<ResponsesClient {self.shown_url}>"
 
     async def aclose(self) -> None:
         """Close the connection pool, if this client created it."""
@@ -152,41 +157,67 @@ class ResponsesClient:
         self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
     ) -> ModelResponse:
         started = time.perf_counter()
-        log.debug("model.request", url=self.url, stream=read_stream is not None)
-        with self._transport_errors():
-            if read_stream is None:
-                reply = await self._http.post(
-                    self.url, json=body, headers=self._auth_headers(), timeout=self._timeout
-                )
-                response = _parse(reply)
-            else:
-                headers = {**self._auth_headers(), "Accept": "text/event-stream"}
-                async with self._http.stream(
-                    "POST", self.url, json=body, headers=headers, timeout=self._timeout
-                ) as reply:
-                    response = await _parse_stream(reply, read_stream)
-        log.info(
-            "model.response",
-            status=reply.status_code,
-            response_id=response.id,
-            response_status=response.status,
-            latency=round(time.perf_counter() - started, 6),
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-        )
-        return response
-
-    @contextmanager
-    def _transport_errors(self) -> Iterator[None]:
-        """httpx's transport failures (also mid-stream) as our typed, retryable errors."""
+        log.debug("model.request", url=self.shown_url, stream=read_stream is not None)
         try:
-            yield
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError(f"{self.url} timed out ({type(exc).__name__})", transient=True) from None
-        except httpx.TransportError as exc:
-            raise APIConnectionError(
-                f"cannot reach {self.url}: {exc or type(exc).__name__}", transient=True
-            ) from None
+            status, response = await self._exchange(body, read_stream)
+        except httpx.RequestError as exc:
+            error = _request_error(self.shown_url, exc)
+        else:
+            log.info(
+                "model.response",
+                status=status,
+                response_id=response.id,
+                response_status=response.status,
+                latency=round(time.perf_counter() - started, 6),
+                input_tokens=response.usage.input_tokens,
+                output_tokens=response.usage.output_tokens,
+            )
+            return response
+        # Raised out here, not in the except block: as the __context__ of our error, httpx's
+        # exception would carry its request, and the request carries the key.
+        raise error
+
+    def _request_auth(self) -> Any:
+        # Without a key of ours, the client's own auth (if any) applies.
+        return self._auth or httpx.USE_CLIENT_DEFAULT
+
+    async def _exchange(self, body: JSONObject, read_stream: StreamRead | None) -> tuple[int, ModelResponse]:
+        if read_stream is None:
+            reply = await self._http.post(
+                self.url, json=body, auth=self._request_auth(), timeout=self._timeout
+            )
+            return reply.status_code, _parse(reply)
+        async with self._http.stream(
+            "POST",
+            self.url,
+            json=body,
+            auth=self._request_auth(),
+            headers=_SSE_HEADERS,
+            timeout=self._timeout,
+        ) as reply:
+            return reply.status_code, await _parse_stream(reply, read_stream)
+
+
+class _BearerAuth(httpx.Auth):
+    """Sets the bearer token as the request is sent: until then the key stays in a SecretStr."""
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = "Bearer " + self._key.get_secret_value()
+        yield request
+
+
+def _request_error(url: str, exc: httpx.RequestError) -> APIError:
+    """httpx's failures (before or during a reply, streams included) as our typed errors."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError(f"{url} timed out ({name})", transient=True)
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError(f"{url} sent a body that cannot be decoded: {exc}", transient=True)
+    transient = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+    return APIConnectionError(f"cannot reach {url}: {exc or name}", transient=transient)
 
 
 def _parse(reply: httpx.Response) -> ModelResponse:
@@ -268,14 +299,14 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     """Read ``retry-after-ms`` (OpenAI's, milliseconds) or ``Retry-After`` (seconds or a date)."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return float(ms) / 1000
+            return _finite(float(ms) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return float(value)
+        return _finite(float(value))
     except ValueError:
         pass
     try:
@@ -283,3 +314,9 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def _finite(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError("not a finite number of seconds")
+    return seconds

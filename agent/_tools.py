@@ -25,6 +25,7 @@ from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
 from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
+from agent._threads import LoopLocalLimiter
 
 __all__ = ["ArgumentsError", "Tool", "ToolContext", "ToolRegistry", "tool"]
 
@@ -100,7 +101,7 @@ class Tool(Generic[P, R]):
             raise ToolDefinitionError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
-        self.limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
         doc = docstring_parser.parse(inspect.getdoc(function) or "")
         self.description = description if description is not None else (doc.description or "").strip()
         self._validator: _Validator

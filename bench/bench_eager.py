@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from agent import Agent, ModelResponded, RunEvent, Tool, ToolCallFinished, ToolCallStarted, tool
+from agent._threads import LoopLocalLimiter
 from agent.localmodel import LocalModelServer, ScriptPolicy
 
 
@@ -43,8 +45,8 @@ def script(names: list[str]) -> ScriptPolicy:
 
 def make_tools(
     names: list[str], seconds: list[float], *, eager: bool, one_at_a_time: bool
-) -> list[Tool[..., str]]:
-    def make(name: str, delay: float) -> Tool[..., str]:
+) -> list[Tool[..., Any]]:
+    def make(name: str, delay: float) -> Tool[..., Any]:
         async def work() -> str:
             await anyio.sleep(delay)
             return name
@@ -53,13 +55,13 @@ def make_tools(
 
     tools = [make(n, s) for n, s in zip(names, seconds, strict=True)]
     if one_at_a_time:
-        limiter = anyio.CapacityLimiter(1)
+        shared = tools[0].limiter = LoopLocalLimiter(1)
         for t in tools:
-            t.limiter = limiter
+            t.limiter = shared
     return tools
 
 
-async def one_turn(base_url: str, tools: list[Tool[..., str]]) -> Timeline:
+async def one_turn(base_url: str, tools: list[Tool[..., Any]]) -> Timeline:
     timeline = Timeline()
     agent = Agent("local", base_url=base_url, api_key="local", tools=tools, max_turns=2)
     async with agent:

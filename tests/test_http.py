@@ -239,3 +239,45 @@ async def test_log_events_cover_a_run() -> None:
     assert len({e["run_id"] for e in capture.entries}) == 1
     tool_end = next(e for e in capture.entries if e["event"] == "tool.end")
     assert (tool_end["call_id"], tool_end["kind"]) == (call["call_id"], "ok")
+
+
+@pytest.mark.asyncio
+async def test_undecodable_body_is_a_typed_error() -> None:
+    """A body that claims gzip but is not becomes ProtocolError, not a raw httpx error."""
+    broken = httpx.Response(200, headers={"content-encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip"))
+    agent, _ = scripted_agent([broken], max_retries=0)
+    with pytest.raises(ProtocolError, match="cannot be decoded"):
+        await agent.run("hi")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_key_is_not_reachable_from_the_error_or_its_traceback(stream: bool) -> None:
+    """Neither the exception chain nor the traceback's local variables hold the key."""
+    import traceback
+
+    agent, _ = scripted_agent([httpx.ConnectError("refused")], max_retries=0)
+    with pytest.raises(APIConnectionError) as info:
+        await agent.run("hi", stream=stream)
+    error = info.value
+    assert error.__context__ is None
+    assert error.__cause__ is None
+    rendered = "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+    assert KEY not in rendered
+
+
+@pytest.mark.asyncio
+async def test_non_finite_retry_after_falls_back_to_backoff() -> None:
+    """A retry-after-ms of "nan" is ignored rather than crashing the run."""
+    replies: list[Reply] = [error_reply(503, "busy", **{"retry-after-ms": "nan"}), response(message("ok"))]
+    agent, _ = scripted_agent(replies)
+    assert (await agent.run("hi")).output == "ok"
+
+
+def test_credentials_in_base_url_are_not_shown() -> None:
+    """User info and query parameters of base_url stay out of the agent's repr."""
+    from agent import Agent
+
+    agent = Agent("m", base_url="https://user:hunter2@gw.example/v1?key=sk-in-query")
+    assert "hunter2" not in repr(agent)
+    assert "sk-in-query" not in repr(agent)

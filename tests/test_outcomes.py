@@ -172,3 +172,60 @@ async def test_records_carry_duration_and_turn() -> None:
     record, _ = await run_one(function_call("divide", {"a": 1, "b": 4}))
     assert (record.output, record.turn, record.ok) == ("0.25", 1, True)
     assert 0 <= record.duration < 5
+
+
+def test_run_sync_keeps_running_sync_tools_after_an_abandoned_thread() -> None:
+    """A thread abandoned by a timeout in one run_sync does not block the next run's tools."""
+    import anyio.to_thread
+
+    started: list[int] = []
+    release = threading.Event()
+
+    @tool(timeout=0.05)
+    def hang() -> str:
+        """Block until released."""
+        started.append(1)
+        release.wait(5)
+        return "late"
+
+    replies = [response(function_call("hang")), response(message("ok"))] * 2
+    agent, _ = scripted_agent(replies, tools=[hang], max_threads=1)
+    kinds = [agent.run_sync("go").tool_calls[0].kind for _ in range(2)]
+    release.set()
+    assert (kinds, len(started)) == (["timeout", "timeout"], 2)
+    assert anyio.to_thread is not None
+
+
+def test_tool_limit_works_under_asyncio_then_trio() -> None:
+    """A tool's max_concurrency limiter serves every event loop, not just the first."""
+
+    @tool(max_concurrency=1)
+    async def limited() -> str:
+        """Limited."""
+        await anyio.sleep(0)
+        return "ok"
+
+    async def once() -> list[str]:
+        agent, _ = scripted_agent(
+            [response(function_call("limited")), response(message("ok"))], tools=[limited]
+        )
+        return [r.output for r in (await agent.run("go")).tool_calls]
+
+    assert anyio.run(once) == ["ok"]
+    assert anyio.run(once, backend="trio") == ["ok"]
+
+
+@pytest.mark.asyncio
+async def test_waiting_for_a_worker_thread_does_not_count_against_the_timeout() -> None:
+    """With one thread, the second call waits for it; its timeout starts when it runs."""
+
+    @tool(timeout=0.5)
+    def nap(n: int) -> int:
+        """Sleep a little."""
+        time.sleep(0.3)
+        return n
+
+    calls = [function_call("nap", {"n": 1}), function_call("nap", {"n": 2})]
+    agent, _ = scripted_agent([response(*calls), response(message("ok"))], tools=[nap], max_threads=1)
+    result = await agent.run("go")
+    assert [r.kind for r in result.tool_calls] == ["ok", "ok"]
