@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import uuid
@@ -97,22 +98,23 @@ class Agent:
         if max_turns < 1 or max_concurrency < 1 or max_threads < 1:
             raise UsageError("max_turns, max_concurrency and max_threads must be at least 1")
         self.model = model
-        self.tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
+        self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self.stream = stream
         self.settings = LoopSettings(
             model=model,
-            wire_tools=self.tools.wire(),
+            wire_tools=self._tools.wire(),
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
             instructions=instructions,
-            metadata=metadata,
-            extra_body=extra_body,
+            # Copies: the caller's dicts may change later; the runs' settings must not.
+            metadata=dict(metadata) if metadata else None,
+            extra_body=copy.deepcopy(extra_body) if extra_body else None,
             use_previous_response_id=use_previous_response_id,
             max_turns=max_turns,
             max_concurrency=max_concurrency,
             execution=ExecutionSettings(
-                tools=self.tools,
+                tools=self._tools,
                 tool_timeout=tool_timeout,
                 thread_limiter=LoopLocalLimiter(max_threads),
                 expose_exception_messages=expose_tool_exceptions,
@@ -136,9 +138,14 @@ class Agent:
         self._client = self._new_client()
         self._closed = False
 
+    @property
+    def tools(self) -> ToolRegistry:
+        """A copy of the agent's tools (they are fixed when the agent is made)."""
+        return ToolRegistry([self._tools])
+
     def __repr__(self) -> str:
         shown = shown_url(self.base_url)
-        return f"Agent(model={self.model!r}, base_url={shown!r}, tools={self.tools.names})"
+        return f"Agent(model={self.model!r}, base_url={shown!r}, tools={self._tools.names})"
 
     async def __aenter__(self) -> Self:
         self._check_open()
@@ -239,17 +246,17 @@ class Agent:
         run_id = uuid.uuid4().hex[:16]
         state = RunState(items=input_items(input))
         run = Run(self.settings, client, state, deps, emit, self._log.bind(run_id=run_id), stream)
-        run.log.info("run.start", model=self.model, tools=len(self.tools), stream=stream)
-        await emit(RunStarted(run_id=run_id, model=self.model))
+        run.log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
         try:
+            await emit(RunStarted(run_id=run_id, model=self.model))
             result = await run.turns()
+            await emit(RunFinished(result))
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()
             # Info, not warning: the caller gets the exception itself and decides how loud it is.
             run.log.info("run.error", error=type(exc).__name__, detail=str(exc))
             raise
         run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
-        await emit(RunFinished(result))
         return result
 
 

@@ -22,6 +22,7 @@ from rich.text import Text
 from agent._events import (
     Hooks,
     RunEvent,
+    StreamRestarted,
     TextDelta,
     ToolCallFinished,
     ToolCallStarted,
@@ -70,6 +71,8 @@ class RunDisplay:
             self._rows[event.call_id].progress = _clip(str(event.data))
         elif isinstance(event, ToolCallFinished):
             self._finished(event.record)
+        elif isinstance(event, StreamRestarted) and self._text_streamed:
+            self.out.write("\n[the stream broke and restarts]\n")
         elif isinstance(event, TextDelta) and self.stream_text:
             self._close_live()
             self.out.write(event.delta)

@@ -16,7 +16,8 @@ Every error the runtime raises derives from :class:`AgentError`::
     │   ├── ResponseFailedError       HTTP 200 but the response has status "failed" (or a stream error event)
     │   └── ProtocolError             a reply that is not the Responses protocol (non-JSON, missing fields)
     ├── RunError                      the loop cannot go on
-    │   └── MaxTurnsExceeded
+    │   ├── MaxTurnsExceeded
+    │   └── HookError                 a hook you passed raised (the original is the __cause__)
     └── UsageError                    the caller's mistake, found before anything was sent
         ├── ToolDefinitionError       a tool that cannot be described or made strict
         └── UnansweredToolCallError   a request would leave a function_call without its output
@@ -42,6 +43,7 @@ __all__ = [
     "AgentError",
     "AuthenticationError",
     "BadRequestError",
+    "HookError",
     "InternalServerError",
     "MaxTurnsExceeded",
     "NotFoundError",
@@ -150,6 +152,10 @@ class RunError(AgentError):
 
 class MaxTurnsExceeded(RunError):
     """The model still asked for tools after ``max_turns`` model responses."""
+
+
+class HookError(RunError):
+    """A hook raised; the run ended there. The hook's own exception is the ``__cause__``."""
 
 
 class UsageError(AgentError):

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
+from agent._errors import HookError
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "StreamEvent",
+    "StreamRestarted",
     "TextDelta",
     "ToolCallFinished",
     "ToolCallStarted",
@@ -67,6 +69,16 @@ class StreamEvent:
     turn: int
     type: str
     data: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRestarted:
+    """The turn's stream broke before any tool started and is being requested again.
+
+    Drop the text and argument deltas of this turn received so far: they will come again.
+    """
+
+    turn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,7 @@ RunEvent: TypeAlias = (
     | TextDelta
     | ArgumentsDelta
     | StreamEvent
+    | StreamRestarted
     | ModelResponded
     | ToolCallStarted
     | ToolProgress
@@ -205,6 +218,10 @@ async def dispatch_to_hooks(hooks: Hooks | None, event: RunEvent) -> None:
     hook = hooks.hook_for(event) if hooks else None
     if hook is None:
         return
-    outcome = hook(event)
-    if inspect.isawaitable(outcome):
-        await outcome
+    try:
+        outcome = hook(event)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception as exc:
+        name = type(event).__name__
+        raise HookError(f"the hook for {name} raised {type(exc).__name__}: {exc}") from exc

@@ -68,15 +68,15 @@ class TurnScope:
 class CallBatch:
     """One turn's tool calls: started one by one as they arrive, all finished with the group.
 
-    Calls run concurrently in ``group``; a call id started twice runs once. The records come
-    back in the order of the calls asked for, never in completion order.
+    Calls run concurrently in ``group``; a call id started twice runs once. :meth:`settle`
+    gives every call exactly one record, in the order asked for, never in completion order.
     """
 
     def __init__(self, group: anyio.abc.TaskGroup, scope: TurnScope) -> None:
         self._group = group
         self._scope = scope
         self._records: dict[str, ToolCallRecord] = {}
-        self._started: set[str] = set()
+        self._started: dict[str, FunctionCall] = {}
 
     @property
     def started(self) -> bool:
@@ -86,15 +86,41 @@ class CallBatch:
     def start(self, call: FunctionCall) -> None:
         """Start ``call`` in the group, unless it already started."""
         if call.call_id not in self._started:
-            self._started.add(call.call_id)
+            self._started[call.call_id] = call
             self._group.start_soon(self._run, call)
 
     async def _run(self, call: FunctionCall) -> None:
         self._records[call.call_id] = await execute_call(call, self._scope)
 
-    def records_for(self, calls: Sequence[FunctionCall]) -> list[ToolCallRecord]:
-        """The finished records of ``calls``, in their order."""
-        return [self._records[c.call_id] for c in calls if c.call_id in self._records]
+    async def settle(self, calls: Sequence[FunctionCall] | None, why: str) -> list[ToolCallRecord]:
+        """One record per call of ``calls`` (default: those started), once the group is done.
+
+        A call without a finished record (never started, or cancelled) gets a ``cancelled``
+        record saying ``why``, so every call still has exactly one output.
+        """
+        records = []
+        for call in self._started.values() if calls is None else calls:
+            record = self._records.get(call.call_id)
+            if record is None:
+                record = _unfinished(call, self._scope.turn, why)
+                if call.call_id in self._started:  # it was announced: announce its end too
+                    await self._scope.emit(ToolCallFinished(record))
+            records.append(record)
+        return records
+
+
+def _unfinished(call: FunctionCall, turn: int, why: str) -> ToolCallRecord:
+    message = f"tool {call.name!r} was not run to its end: {why}"
+    return ToolCallRecord(
+        name=call.name,
+        call_id=call.call_id,
+        arguments=call.arguments,
+        output=_error_text("cancelled", message),
+        kind="cancelled",
+        error=message,
+        duration=0.0,
+        turn=turn,
+    )
 
 
 async def execute_calls(calls: Sequence[FunctionCall], scope: TurnScope) -> list[ToolCallRecord]:
@@ -103,7 +129,7 @@ async def execute_calls(calls: Sequence[FunctionCall], scope: TurnScope) -> list
         batch = CallBatch(group, scope)
         for call in calls:
             batch.start(call)
-    return batch.records_for(calls)
+    return await batch.settle(calls, "the call did not finish")
 
 
 async def execute_call(call: FunctionCall, scope: TurnScope) -> ToolCallRecord:

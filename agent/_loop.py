@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
+import anyio.abc
 import httpx
 from structlog.typing import FilteringBoundLogger
 
 from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseFailedError
-from agent._events import Emit, ModelResponded, TurnFinished
+from agent._events import Emit, ModelResponded, StreamRestarted, TurnFinished
 from agent._execution import CallBatch, ExecutionSettings, TurnScope
 from agent._http import ResponsesClient, StreamRead
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
@@ -131,34 +132,52 @@ class Run:
         for turn in range(1, self.settings.max_turns + 1):
             scope = TurnScope(self.settings.execution, limiter, self.deps, turn, self.log, self.emit)
             response, records = await self.turn(scope)
+            self.state.add_records(records)
             if response.status == "incomplete" or not response.function_calls:
                 return self.state.result()
-            self.state.add_records(records)
         raise MaxTurnsExceeded(f"the model was still calling tools after {self.settings.max_turns} turns")
 
     async def turn(self, scope: TurnScope) -> tuple[ModelResponse, list[ToolCallRecord]]:
-        """One model response and its tool calls (started as they stream in, when streaming)."""
+        """One model response and its tool calls (started as they stream in, when streaming).
+
+        Every call of the response ends with one record. If the response fails, the calls that
+        had started are cancelled and recorded in the state, and the error is raised.
+        """
         body = self.settings.request_body(self.state, stream=self.stream)
         failure: AgentError | None = None
-        async with anyio.create_task_group() as group:
-            calls = CallBatch(group, scope)
-            reader = self._stream_reader(scope.turn, calls) if self.stream else None
-            try:
-                response = await self.request_model(body, reader, may_retry=lambda: not calls.started)
-                await self._accept(scope.turn, response)
-            except AgentError as exc:
-                failure = exc
-                group.cancel_scope.cancel()
-            else:
-                if response.status == "incomplete":
+        escaped: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                calls = CallBatch(group, scope)
+                reader = self._stream_reader(scope.turn, calls) if self.stream else None
+                try:
+                    response = await self.request_model(body, reader, may_retry=lambda: not calls.started)
+                    await self._accept(scope.turn, response)
+                except AgentError as exc:
+                    failure = exc
                     group.cancel_scope.cancel()
-                for call in response.function_calls:
-                    calls.start(call)
+                else:
+                    self._start_or_stop(response, calls, group)
+        except ExceptionGroup as errors:
+            escaped = _sole(errors)  # e.g. a hook's HookError, raised from a call's task
+        if escaped is not None:
+            raise escaped  # outside the except block: keeps its own cause, gains no context
         if failure is not None:
+            self.state.records.extend(await calls.settle(None, f"the response failed ({failure})"))
             raise failure
-        records = calls.records_for(response.function_calls)
+        why = f"the response was incomplete ({response.incomplete_reason or 'no reason given'})"
+        records = await calls.settle(response.function_calls, why)
         await self.emit(TurnFinished(scope.turn, response.id, response.usage, len(records)))
         return response, records
+
+    @staticmethod
+    def _start_or_stop(response: ModelResponse, calls: CallBatch, group: anyio.abc.TaskGroup) -> None:
+        """Start the response's calls, or, when it was cut short, stop those already started."""
+        if response.status == "incomplete":
+            group.cancel_scope.cancel()
+            return
+        for call in response.function_calls:
+            calls.start(call)
 
     async def request_model(
         self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
@@ -180,10 +199,29 @@ class Run:
             if tool is None or tool.eager:
                 calls.start(call)
 
+        reads = 0
+
         async def read(reply: httpx.Response) -> ModelResponse:
+            nonlocal reads
+            reads += 1
+            if reads > 1:
+                await self.emit(StreamRestarted(turn))
             return await StreamReader(turn, self.emit, on_call).read(reply)
 
         return read
+
+
+def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside (possibly nested) task-group errors, or the group if there are more."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [errors]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    return leaves[0] if len(leaves) == 1 else errors
 
 
 def _check_status(response: ModelResponse) -> None:

@@ -59,21 +59,28 @@ class StreamReader:
         finished: ModelResponse | None = None
         # Read to the end even past the terminal event (the server closes right after it), as
         # the official client does: leaving httpx's byte generators half-read leaks them to GC.
-        async with aclosing(EventSource(reply).aiter_sse()) as events:
-            async for sse in events:
-                if finished is not None:
-                    continue
-                data = _decode(sse)
-                kind = str(data.get("type") or sse.event)
-                if kind in _TERMINAL:
-                    finished = self._finish(data)
-                else:
-                    await self._handle(kind, data)
+        try:
+            async with aclosing(EventSource(reply).aiter_sse()) as events:
+                async for sse in events:
+                    if finished is None:
+                        finished = await self._event(sse)
+        except httpx.TransportError:
+            if finished is None:
+                raise  # a connection lost after the terminal event loses nothing
         if finished is not None:
             return finished
         if self._error is not None:
             raise _failure(self._error)
         raise ProtocolError("the stream ended before the response completed", transient=True)
+
+    async def _event(self, sse: ServerSentEvent) -> ModelResponse | None:
+        """Act on one event; the finished response if it was the terminal one."""
+        data = _decode(sse)
+        kind = str(data.get("type") or sse.event)
+        if kind in _TERMINAL:
+            return self._finish(data)
+        await self._handle(kind, data)
+        return None
 
     async def _handle(self, kind: str, data: JSONObject) -> None:
         item_id = str(data.get("item_id", ""))

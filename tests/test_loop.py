@@ -404,3 +404,38 @@ async def test_tool_error_message_reaches_the_model() -> None:
     assert json.loads(record.output) == {
         "error": {"type": "tool_error", "message": "no city named 'Pariss'; did you mean 'Paris'?"}
     }
+
+
+@pytest.mark.asyncio
+async def test_incomplete_response_with_calls_answers_every_call() -> None:
+    """Calls of an incomplete response are not run, but each gets an output: items continue."""
+    cut = response(
+        function_call("echo", {"text": "x"}),
+        status="incomplete",
+        incomplete_details={"reason": "max_output_tokens"},
+    )
+    agent, _ = scripted_agent([cut, response(message("continued"))], tools=[echo])
+    result = await agent.run("go")
+    assert (result.status, [r.kind for r in result.tool_calls]) == ("incomplete", ["cancelled"])
+    follow = await agent.run([*result.items, {"role": "user", "content": "go on"}])
+    assert follow.output == "continued"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "hook_name", ["on_run_start", "on_model_response", "on_tool_start", "on_tool_end", "on_run_end"]
+)
+async def test_a_failing_hook_ends_the_run_with_hook_error(hook_name: str) -> None:
+    """Whichever hook raises, the run ends with HookError (cause attached), not a raw group."""
+    from agent import HookError, Hooks
+
+    def boom(event: object) -> None:
+        raise ValueError("hook failed")
+
+    agent, _ = scripted_agent(
+        [response(function_call("echo", {"text": "x"})), response(message("ok"))], tools=[echo]
+    )
+    with pytest.raises(HookError) as info:
+        await agent.run("go", hooks=Hooks(**{hook_name: boom}))
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.partial_result is not None

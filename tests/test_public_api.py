@@ -7,6 +7,8 @@ import inspect
 import agent
 
 EXPECTED = {
+    "StreamRestarted",
+    "HookError",
     "RunStream",
     "StreamEvent",
     "TurnFinished",

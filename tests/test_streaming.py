@@ -404,3 +404,65 @@ async def test_eager_start_against_the_local_server_on_a_socket() -> None:
     assert len(order) == 4
     assert events.result is not None
     assert events.result.output == "done"
+
+
+@pytest.mark.asyncio
+async def test_failed_stream_keeps_finished_calls_in_the_partial_result() -> None:
+    """After a mid-stream failure, partial_result lists the finished call and the cancelled one."""
+    release = anyio.Event()
+
+    @tool
+    async def quick() -> str:
+        """Finish at once."""
+        release.set()
+        return "quick done"
+
+    @tool
+    async def stuck() -> str:
+        """Never finish."""
+        await anyio.sleep_forever()
+        return "never"
+
+    body = response(function_call("quick"), function_call("stuck"), message("more"))
+    events = stream_events(body)
+    cut = [i for i, e in enumerate(events) if e["type"] == "response.output_item.done"][1] + 1
+
+    async def content() -> AsyncIterator[bytes]:
+        yield sse_text(events[:cut]).encode()
+        with anyio.fail_after(5):
+            await release.wait()
+        await anyio.sleep(0.01)
+
+    cut_stream = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content())
+    agent, _ = scripted_agent([cut_stream], tools=[quick, stuck])
+    with pytest.raises(ProtocolError) as info:
+        await agent.run("go", stream=True)
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [(r.name, r.kind) for r in partial.tool_calls] == [("quick", "ok"), ("stuck", "cancelled")]
+
+
+@pytest.mark.asyncio
+async def test_connection_lost_after_the_terminal_event_loses_nothing() -> None:
+    """A read error after response.completed is ignored: the finished response stands."""
+    events = stream_events(response(message("finished answer")))
+
+    async def content() -> AsyncIterator[bytes]:
+        yield sse_text(events).encode()
+        raise httpx.ReadError("connection reset")
+
+    reply = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content())
+    agent, endpoint = scripted_agent([reply])
+    result = await agent.run("go", stream=True)
+    assert (result.output, len(endpoint.requests)) == ("finished answer", 1)
+
+
+@pytest.mark.asyncio
+async def test_a_retried_stream_announces_the_restart() -> None:
+    """When a broken stream is requested again, StreamRestarted precedes the repeated deltas."""
+    body = response(message("complete answer"))
+    agent, _ = scripted_agent([truncated(body, 4), sse_reply(body)])
+    kinds = [type(e).__name__ for e in await collect(agent)]
+    restart = kinds.index("StreamRestarted")
+    assert "TextDelta" in kinds[:restart]
+    assert kinds[restart + 1 :].count("TextDelta") == 2
