@@ -34,6 +34,7 @@ from agent._errors import (
     ProtocolError,
     RateLimitError,
 )
+from agent._pool import PooledTransport
 from agent._result import JSONObject
 from agent._wire import ModelResponse, parse_response
 
@@ -236,13 +237,9 @@ async def _parse_stream(reply: httpx.Response, read_stream: StreamRead) -> Model
 
 
 def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
-    # Keep-alive as large as the pool: closing idle connections between turns means reconnects.
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=30.0,
-    )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, headers={"User-Agent": "agent-runtime"})
+    # Our own pool: httpcore's rescans every connection per request (see agent._pool).
+    transport = PooledTransport(max_connections=max_connections, keepalive_expiry=30.0)
+    return httpx.AsyncClient(timeout=timeout, transport=transport, headers={"User-Agent": "agent-runtime"})
 
 
 def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:
