@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -603,6 +604,38 @@ async def test_seeded_apps_hand_out_the_same_ids() -> None:
 
 
 @pytest.mark.asyncio
+async def test_ids_have_the_api_formats() -> None:
+    """Ids are prefixed hex (48 digits, 32 for request ids); call ids are 24 letters and digits."""
+    async with client_for(create_app(AutoPolicy())) as client:
+        response = await client.post("/responses", json={"model": "m", "input": "x", "tools": [WEATHER]})
+    body = response.json()
+    shapes = [
+        (r"resp_[0-9a-f]{48}", body["id"]),
+        (r"fc_[0-9a-f]{48}", body["output"][0]["id"]),
+        (r"call_[A-Za-z0-9]{24}", body["output"][0]["call_id"]),
+        (r"req_[0-9a-f]{32}", response.headers["x-request-id"]),
+    ]
+    mismatched = [value for pattern, value in shapes if re.fullmatch(pattern, value) is None]
+    assert not mismatched
+
+
+@pytest.mark.asyncio
+async def test_seeded_ids_stay_the_same_across_versions() -> None:
+    """A seed keeps handing out the ids it always has, so recorded demo transcripts still match."""
+    async with client_for(create_app(AutoPolicy(), seed=7)) as client:
+        response = await client.post("/responses", json={"model": "m", "input": "x", "tools": [WEATHER]})
+    body = response.json()
+    expected = [
+        "fc_a4c123b1612dd272d1371c17149d439536b3216fdaeeb975",
+        "call_SXpfKtHF4vUCsMehGAkWvj7F",
+        "resp_d12aabfe228f219e9cb0eb53f16947ccf25ec84d8dbc7425",
+        "req_4770f58904dba41ecccc3fc1626e53a1",
+    ]
+    call = body["output"][0]
+    assert expected == [call["id"], call["call_id"], body["id"], response.headers["x-request-id"]]
+
+
+@pytest.mark.asyncio
 async def test_invalid_policy_output_is_a_server_error() -> None:
     """A policy item of an unknown type is a 500 naming the problem."""
     response = await post(create_app(script([{"type": "banana"}])), {"model": "m", "input": "x"})
@@ -956,6 +989,22 @@ def test_server_records_request_bodies() -> None:
         for text in ("a", "b"):
             client.post(f"{server.base_url}/responses", json={"model": "m", "input": text})
         assert [body["input"] for body in server.requests] == ["a", "b"]
+
+
+def test_server_keeps_only_the_most_recent_request_bodies() -> None:
+    """Past `max_requests`, the oldest bodies are dropped, so a long-running server stays bounded."""
+    with LocalModelServer(AutoPolicy(), max_requests=2) as server, httpx.Client(headers=AUTH) as client:
+        for text in ("a", "b", "c"):
+            client.post(f"{server.base_url}/responses", json={"model": "m", "input": text})
+        assert [body["input"] for body in server.requests] == ["b", "c"]
+
+
+def test_server_request_bodies_are_copies() -> None:
+    """Changing a body read from `requests` does not change what the next read returns."""
+    with LocalModelServer(AutoPolicy()) as server, httpx.Client(headers=AUTH) as client:
+        client.post(f"{server.base_url}/responses", json={"model": "m", "input": "a"})
+        server.requests[0]["input"] = "changed"
+        assert [body["input"] for body in server.requests] == ["a"]
 
 
 async def roundtrip(text: str) -> str:

@@ -7,10 +7,10 @@ it as JSON or as a Server-Sent-Event stream. Every refusal is a `Rejection`, ren
 
 from __future__ import annotations
 
-import copy
 import json
 import secrets
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -59,6 +59,7 @@ def create_app(
     api_key: str | None = None,
     seed: int | None = None,
     max_stored: int = 10_000,
+    max_requests: int = 1_000,
 ) -> Starlette:
     """The local model server as an ASGI app: serve it with uvicorn, or call it in-process.
 
@@ -66,7 +67,8 @@ def create_app(
     `policy` decides the answers (it is not AI). `stream_delay` pauses that many seconds between
     streamed output items. `faults` are consumed one per request (see `Fault`). Any non-empty bearer
     key is accepted unless `api_key` is given. `seed` makes ids repeatable. At most `max_stored`
-    responses are kept for `previous_response_id`.
+    responses are kept for `previous_response_id`, and the last `max_requests` request bodies for
+    `LocalModelServer.requests`.
     """
     service = ModelService(
         policy,
@@ -75,6 +77,7 @@ def create_app(
         api_key=api_key,
         seed=seed,
         max_stored=max_stored,
+        max_requests=max_requests,
     )
     return service.app
 
@@ -91,6 +94,7 @@ class ModelService:
         api_key: str | None,
         seed: int | None,
         max_stored: int,
+        max_requests: int,
     ) -> None:
         self.plan = FaultPlan(faults)
         self._policy = policy
@@ -98,7 +102,9 @@ class ModelService:
         self._api_key = api_key
         self._ids = IdFactory(seed)
         self._store = ResponseStore(max_stored)
-        self._requests: list[Item] = []
+        # Raw bytes, parsed only when read: copying every parsed body cost ~18% of the server's
+        # time, and an unbounded list grew for as long as `agent serve-local` ran.
+        self._requests: deque[bytes] = deque(maxlen=max_requests)
         self._lock = threading.Lock()
         routes = [
             Route("/v1/responses", self.create, methods=["POST"]),
@@ -108,9 +114,13 @@ class ModelService:
 
     @property
     def requests(self) -> list[Item]:
-        """Copies of the JSON bodies received on `POST /v1/responses`, oldest first."""
+        """Copies of the most recent JSON bodies received on `POST /v1/responses`, oldest first.
+
+        Only the last `max_requests` are kept; older ones are forgotten.
+        """
         with self._lock:
-            return copy.deepcopy(self._requests)
+            received = list(self._requests)
+        return [json.loads(raw) for raw in received]
 
     async def create(self, request: Request) -> Response:
         """`POST /v1/responses`."""
@@ -135,10 +145,11 @@ class ModelService:
 
     async def _create(self, request: Request) -> Response:
         self._authenticate(request)
-        body = _decode(await request.body())
+        raw = await request.body()
+        body = _decode(raw)
         if isinstance(body, dict):
             with self._lock:
-                self._requests.append(copy.deepcopy(body))
+                self._requests.append(raw)
         fault = self._fault(request, body)
         if fault.delay:
             await anyio.sleep(fault.delay)

@@ -21,6 +21,10 @@ from ._request import Item, ResponseRequest, item_type
 __all__ = ["IdFactory", "PolicyOutputError", "build_response", "finish_output"]
 
 _ALPHABET = string.ascii_letters + string.digits
+_HEX = "0123456789abcdef"
+# 18 random bytes are 24 URL-safe base64 characters; mapping its "-" and "_" onto letters keeps
+# `call_` ids letters and digits only, as the API's are, at ~142 bits of randomness.
+_ALPHANUMERIC_ONLY = str.maketrans("-_", "xy")
 
 
 class PolicyOutputError(ValueError):
@@ -39,15 +43,21 @@ class IdFactory:
         self._random = random.Random(seed) if seed is not None else None  # noqa: S311
 
     def new(self, prefix: str, length: int = 48) -> str:
-        """A fresh id: `prefix` followed by hex digits, or letters and digits for `call_`."""
+        """A fresh id: `prefix` followed by hex digits, or 24 letters and digits for `call_`."""
+        if self._random is not None:
+            return prefix + _seeded_suffix(self._random, prefix, length)
         if prefix == "call_":
-            return prefix + "".join(self._choice(_ALPHABET) for _ in range(24))
-        return prefix + "".join(self._choice("0123456789abcdef") for _ in range(length))
+            return prefix + secrets.token_urlsafe(18).translate(_ALPHANUMERIC_ONLY)
+        # One call for the whole id: drawing each character with secrets.choice cost ~80 µs an
+        # id, about half the server's time per request. An odd length gets one digit trimmed.
+        return prefix + secrets.token_hex((length + 1) // 2)[:length]
 
-    def _choice(self, alphabet: str) -> str:
-        if self._random is None:
-            return secrets.choice(alphabet)
-        return self._random.choice(alphabet)
+
+def _seeded_suffix(rng: random.Random, prefix: str, length: int) -> str:
+    """One draw per character, so a seed keeps giving the ids it gave before (recorded demos)."""
+    if prefix == "call_":
+        return "".join(rng.choice(_ALPHABET) for _ in range(24))
+    return "".join(rng.choice(_HEX) for _ in range(length))
 
 
 def finish_output(items: Sequence[Item], ids: IdFactory) -> list[Item]:

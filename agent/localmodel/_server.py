@@ -54,9 +54,10 @@ class LocalModelServer:
         api_key: str | None = None,
         seed: int | None = None,
         max_stored: int = 10_000,
+        max_requests: int = 1_000,
         log_level: str = "warning",
     ) -> None:
-        """See `create_app` for `stream_delay`, `faults`, `api_key`, `seed` and `max_stored`."""
+        """See `create_app` for every option but `host`, `port` (0: any free one) and `log_level`."""
         self._service = ModelService(
             policy,
             stream_delay=stream_delay,
@@ -64,6 +65,7 @@ class LocalModelServer:
             api_key=api_key,
             seed=seed,
             max_stored=max_stored,
+            max_requests=max_requests,
         )
         self._host, self._port = host, port
         self._uvicorn = _uvicorn_for(
@@ -94,7 +96,11 @@ class LocalModelServer:
 
     @property
     def requests(self) -> list[Item]:
-        """Copies of the JSON request bodies received so far, oldest first."""
+        """Copies of the JSON request bodies received so far, oldest first.
+
+        Only the most recent `max_requests` (default 1,000) are kept, so a long-running server
+        does not grow without bound; older bodies are dropped.
+        """
         return self._service.requests
 
     def add_faults(self, *faults: Fault) -> None:
@@ -182,6 +188,8 @@ def serve(
         api_key=api_key,
         seed=None,
         max_stored=10_000,
+        # Nothing can read this service's request log, so keeping one would only cost memory.
+        max_requests=0,
     )
     _uvicorn_for(service.app, host=host, port=port, log_level=log_level).run()
 
