@@ -5,7 +5,8 @@ each figure from a fresh client process pinned to core 1), with agent-runtime ov
 
 - ``httpx``: its own ``httpx.AsyncClient`` (httpx 0.28, httpcore 1.0: the shipped default);
 - ``httpx2``: pydantic's httpx2 fork (what openai 3.x uses), through ``Agent(http_client=...)``;
-- ``fastpool``: httpx over ``bench/_fastpool.py``, a LIFO pool with O(1) work per request.
+- ``fastpool``: httpx over ``agent/_pool.py``, the LIFO pool with O(1) work per request that
+  agent-runtime now uses by default (so the ``httpx`` row shows the default before it).
 
 Columns: 100 and 1,000 runs at once (wall / peak RSS, GC time, connections the server
 accepted), and the client CPU of one run, alone, before and after a burst of ``--burst`` runs

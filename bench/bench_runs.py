@@ -23,7 +23,7 @@ The floor is a hand-written loop on bare httpx 0.28 + json (no validation, no ev
 retries) with the trivial tools run by ``asyncio.gather``, and a pool of one connection per run.
 The PERF-NOTES columns are that file's figures for the peers and its floor. A ``--transport``
 other than httpx runs both clients over pydantic's httpx2 fork or over the prototype pool of
-``bench/_fastpool.py`` (see ``bench/bench_pool.py``, which compares them).
+``agent/_pool.py`` (see ``bench/bench_pool.py``, which compares them).
 
 Run (about 110 s; ``--only a,b`` for a part, ``--reps 1`` for a quick look)::
 
@@ -56,7 +56,7 @@ Client = Literal["agent", "httpx"]
 ToolSet = Literal["builtin", "trivial"]
 Transport = Literal["httpx", "httpx2", "fastpool"]
 """httpx 0.28 (for the agent: its own pool); pydantic's httpx2 fork (what openai uses); or httpx
-over the O(1) prototype pool of ``bench/_fastpool.py``."""
+over agent-runtime's own O(1) pool (``agent/_pool.py``)."""
 JSON = dict[str, Any]
 AsyncTool = Callable[..., Awaitable[Any]]
 Operation = Literal["add", "subtract", "multiply", "divide", "power"]
@@ -205,9 +205,10 @@ def http_client(transport: Transport, size: int, headers: dict[str, str]) -> Any
         limits2 = httpx2.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30)
         return httpx2.AsyncClient(limits=limits2, headers=headers, timeout=600)
     if transport == "fastpool":
-        from _fastpool import FastPoolTransport
+        from agent._pool import PooledTransport  # imported late, like agent below (PYTHONPATH)
 
-        return httpx.AsyncClient(transport=FastPoolTransport(size), headers=headers, timeout=600)
+        pool = PooledTransport(max_connections=size)
+        return httpx.AsyncClient(transport=pool, headers=headers, timeout=600)
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30)
     return httpx.AsyncClient(limits=limits, headers=headers, timeout=600)
 
