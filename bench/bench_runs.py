@@ -8,7 +8,7 @@ is the API page's: turn 1 asks for four tool calls in parallel, turn 2 answers.
 
 - (a) 200 runs one after another (after 10 warm-up runs): client CPU per run
   (``time.process_time``, worker threads included) and wall time per run. Tools: the four
-  ``builtin_tools.registry`` tools (sync: they run in worker threads), or four trivial async
+  ``builtin_tools.registry`` tools (three async, ``system_info`` in a worker thread), or four trivial async
   tools with the same names and parameters.
 - (b) 16 async tools that each sleep 200 ms: the tool phase, from the turn-1 response
   (``on_model_response``) to the last ``on_tool_end``; median of 3 runs in each process.

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,16 +86,22 @@ def _policy(script: str) -> Policy:
     return ScriptPolicy([calls, [{"type": "message", "content": "All done: {{outputs}}"}]])
 
 
-def _tools_and_outputs(script: str) -> tuple[list[JSON], Callable[[str, str], str]]:
+def _tools_and_outputs(script: str) -> tuple[list[JSON], Callable[[str, str], Awaitable[str]]]:
     """The request's tools, and what a client would answer to a call (name, arguments)."""
     if script == "fanout":
-        return _fanout_tools(), lambda name, arguments: json.dumps(f"{name} slept")
+
+        async def sleeper_output(name: str, arguments: str) -> str:
+            return json.dumps(f"{name} slept")
+
+        return _fanout_tools(), sleeper_output
     from builtin_tools import registry
 
-    def run_builtin(name: str, arguments: str) -> str:
+    async def run_builtin(name: str, arguments: str) -> str:
         found = registry.get(name)
         assert found is not None
-        return json.dumps(found.function(**json.loads(arguments)))
+        result = found.function(**json.loads(arguments))
+        # Three of the builtin tools are async, system_info is not.
+        return json.dumps(await result if inspect.isawaitable(result) else result)
 
     return registry.wire(), run_builtin
 
@@ -124,7 +131,7 @@ async def _exchange(script: str) -> Exchange:
         reply.raise_for_status()
         output: list[JSON] = reply.json()["output"]
         calls = [item for item in output if item["type"] == "function_call"]
-        outputs = [_output_item(c["call_id"], answer(c["name"], c["arguments"])) for c in calls]
+        outputs = [_output_item(c["call_id"], await answer(c["name"], c["arguments"])) for c in calls]
         final = {**first, "input": [*first["input"], *output, *outputs]}
         last = await client.post("/v1/responses", json=final, headers=headers)
         last.raise_for_status()

@@ -7,8 +7,11 @@ recorded against that API replay against these tools::
     from agent import Agent
     from builtin_tools import registry
 
-Each tool stays a plain callable, so ``math_calculator(a=1, b=2, operation="add")`` works
-directly; a bad input it detects raises :class:`agent.ToolError` with a message for the model.
+Each tool stays callable directly, ``await math_calculator(a=1, b=2, operation="add")`` or
+``system_info()``; a bad input it detects raises :class:`agent.ToolError` with a message for the
+model. ``current_time``, ``math_calculator`` and ``random_generator`` are async because they take
+microseconds and never block, while a sync tool costs a worker-thread handoff per call;
+``system_info`` reads ``/proc`` and so stays sync, run in a worker thread.
 """
 
 from agent import ToolRegistry

@@ -38,7 +38,7 @@ class Calculation(TypedDict):
 
 
 @tool
-def math_calculator(a: float, b: float, operation: Operation) -> Calculation:
+async def math_calculator(a: float, b: float, operation: Operation) -> Calculation:
     """Calculate a + b, a - b, a * b, a / b or a ^ b (a to the power of b) for two numbers.
 
     Returns {"a", "b", "operation", "result", "expression"}, e.g. "123.5 + 456.7 = 580.2".

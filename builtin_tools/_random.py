@@ -15,8 +15,9 @@ _BOUND = 10**15
 _MAX_COUNT = 10
 """Most numbers one call returns; keeps the tool output small."""
 
-# SystemRandom draws from os.urandom: no seed to guess, and no shared state to race on
-# when tools run in worker threads.
+# SystemRandom draws from os.urandom: no seed to guess, and no shared state to race on when
+# direct callers use it from several threads. getrandom() does not block once the system has
+# booted, so the tool can be async and run on the event loop.
 _RNG = random.SystemRandom()
 
 _Bound = Annotated[int, Field(ge=-_BOUND, le=_BOUND)]
@@ -33,7 +34,7 @@ class RandomNumbers(TypedDict):
 
 
 @tool
-def random_generator(min: _Bound = 1, max: _Bound = 100, count: _Count = 1) -> RandomNumbers:
+async def random_generator(min: _Bound = 1, max: _Bound = 100, count: _Count = 1) -> RandomNumbers:
     """Generate random integers between min and max (both inclusive), up to 10 per call.
 
     Returns {"numbers": [...], "min": ..., "max": ..., "count": ...}. The numbers are

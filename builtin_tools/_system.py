@@ -30,6 +30,8 @@ class SystemInfo(TypedDict):
     process_rss_bytes: int
 
 
+# Sync on purpose, unlike the other three tools: psutil reads /proc files, I/O that can block,
+# so the runtime runs this tool in a worker thread, off the event loop.
 @tool
 def system_info() -> SystemInfo:
     """Get basic facts about the computer this agent runs on: OS, CPU, memory, Python version.

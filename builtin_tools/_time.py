@@ -30,7 +30,7 @@ class CurrentTime(TypedDict):
 
 
 @tool
-def current_time(timezone: str | None = None) -> CurrentTime:
+async def current_time(timezone: str | None = None) -> CurrentTime:
     """Get the current date and time, in the system's local time zone or a named one.
 
     Returns the time zone, its abbreviation (e.g. "CEST"), the local date and time in
@@ -67,6 +67,8 @@ def _zone(name: str) -> tzinfo:
     if _ZONE_NAME.fullmatch(name) is None:
         raise _unknown_zone(name)
     try:
+        # ZoneInfo caches zones, so only a zone's first lookup reads its TZif file, a few KB from
+        # the page cache: too little to send this async tool to a worker thread.
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError: not a TZif file; OSError: a directory such as "Europe".

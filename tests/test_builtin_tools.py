@@ -1,5 +1,6 @@
 """The four built-in tools: their schemas, their answers and how they refuse bad input."""
 
+import inspect
 import json
 import math
 import os
@@ -71,36 +72,46 @@ def test_every_parameter_is_described(name: str) -> None:
     assert not undescribed
 
 
+def test_only_system_info_runs_in_a_worker_thread() -> None:
+    """The three CPU-light tools are async (no thread handoff); system_info, which reads /proc, is sync."""
+    expected = {"random_generator": True, "system_info": False, "math_calculator": True, "current_time": True}
+    assert expected == {name: inspect.iscoroutinefunction(_tool(name).function) for name in registry.names}
+
+
 # --- random_generator ---------------------------------------------------------------------
 
 
-def test_random_defaults() -> None:
+@pytest.mark.asyncio
+async def test_random_defaults() -> None:
     """Without arguments it draws one number from 1 to 100."""
     expected = {"min": 1, "max": 100, "count": 1}
-    result = random_generator()
+    result = await random_generator()
     (number,) = result["numbers"]
     assert expected == {key: result[key] for key in ("min", "max", "count")}
     assert 1 <= number <= 100
 
 
 @pytest.mark.parametrize(("low", "high", "count"), [(1, 6, 10), (-5, -1, 3), (0, 10**15, 2)])
-def test_random_numbers_lie_in_range(low: int, high: int, count: int) -> None:
+@pytest.mark.asyncio
+async def test_random_numbers_lie_in_range(low: int, high: int, count: int) -> None:
     """It returns ``count`` integers between min and max inclusive."""
-    numbers = random_generator(min=low, max=high, count=count)["numbers"]
+    numbers = (await random_generator(min=low, max=high, count=count))["numbers"]
     assert count == len(numbers)
     assert all(low <= n <= high for n in numbers)
 
 
-def test_random_equal_bounds() -> None:
+@pytest.mark.asyncio
+async def test_random_equal_bounds() -> None:
     """min == max is a valid, if boring, range."""
     expected = [7, 7, 7]
-    assert expected == random_generator(min=7, max=7, count=3)["numbers"]
+    assert expected == (await random_generator(min=7, max=7, count=3))["numbers"]
 
 
-def test_random_min_greater_than_max() -> None:
+@pytest.mark.asyncio
+async def test_random_min_greater_than_max() -> None:
     """min > max is refused with a message naming both values."""
     with pytest.raises(ToolError, match=r"min \(10\) must not be greater than max \(1\)"):
-        random_generator(min=10, max=1)
+        await random_generator(min=10, max=1)
 
 
 @pytest.mark.parametrize(
@@ -115,10 +126,11 @@ def test_random_min_greater_than_max() -> None:
         {"min": 10**100, "max": 10**100},
     ],
 )
-def test_random_out_of_range_refused_by_function(arguments: dict[str, int]) -> None:
+@pytest.mark.asyncio
+async def test_random_out_of_range_refused_by_function(arguments: dict[str, int]) -> None:
     """Called directly, it refuses what the schema forbids, before generating anything."""
     with pytest.raises(ToolError, match="must be between"):
-        random_generator(**arguments)
+        await random_generator(**arguments)
 
 
 @pytest.mark.parametrize(
@@ -204,12 +216,14 @@ def test_system_info_keeps_personal_data_out(monkeypatch: pytest.MonkeyPatch) ->
         (-1, 10**15, "power", 1),
     ],
 )
-def test_math_results(a: float, b: float, operation: Operation, expected: float) -> None:
+@pytest.mark.asyncio
+async def test_math_results(a: float, b: float, operation: Operation, expected: float) -> None:
     """It computes the five operations, in decimal on the numbers as written."""
-    assert expected == math_calculator(a=a, b=b, operation=operation)["result"]
+    assert expected == (await math_calculator(a=a, b=b, operation=operation))["result"]
 
 
-def test_math_answer_shape() -> None:
+@pytest.mark.asyncio
+async def test_math_answer_shape() -> None:
     """It echoes operands and operation and adds a readable equation."""
     expected = {
         "a": 123.5,
@@ -218,7 +232,7 @@ def test_math_answer_shape() -> None:
         "result": 580.2,
         "expression": "123.5 + 456.7 = 580.2",
     }
-    assert expected == math_calculator(a=123.5, b=456.7, operation="add")
+    assert expected == await math_calculator(a=123.5, b=456.7, operation="add")
 
 
 @pytest.mark.parametrize(
@@ -232,9 +246,10 @@ def test_math_answer_shape() -> None:
         (0, -1, "multiply", "0 * (-1) = 0"),
     ],
 )
-def test_math_expression(a: float, b: float, operation: Operation, expected: str) -> None:
+@pytest.mark.asyncio
+async def test_math_expression(a: float, b: float, operation: Operation, expected: str) -> None:
     """The equation shows whole numbers without ".0" and brackets negative operands."""
-    assert expected == math_calculator(a=a, b=b, operation=operation)["expression"]
+    assert expected == (await math_calculator(a=a, b=b, operation=operation))["expression"]
 
 
 @pytest.mark.parametrize(
@@ -261,27 +276,30 @@ def test_math_expression(a: float, b: float, operation: Operation, expected: str
         (1e-200, 1e-200, "multiply", "underflow"),
     ],
 )
-def test_math_refusals(a: float, b: float, operation: Operation, message: str) -> None:
+@pytest.mark.asyncio
+async def test_math_refusals(a: float, b: float, operation: Operation, message: str) -> None:
     """Impossible or unrepresentable calculations are refused with a clear message."""
     with pytest.raises(ToolError, match=message):
-        math_calculator(a=a, b=b, operation=operation)
+        await math_calculator(a=a, b=b, operation=operation)
 
 
 @pytest.mark.parametrize("b", [1e9, 10**9, 1e308, 123456789.5])
-def test_math_huge_power_fails_fast(b: float) -> None:
+@pytest.mark.asyncio
+async def test_math_huge_power_fails_fast(b: float) -> None:
     """A power too large to represent fails at once instead of computing its digits."""
     started = time.perf_counter()
     with pytest.raises(ToolError):
-        math_calculator(a=10, b=b, operation="power")
+        await math_calculator(a=10, b=b, operation="power")
     assert time.perf_counter() - started < 0.5
 
 
 @pytest.mark.parametrize("operation", ["modulo", "", "ADD", "__import__('os').system('true')"])
-def test_math_unknown_operation(operation: str) -> None:
+@pytest.mark.asyncio
+async def test_math_unknown_operation(operation: str) -> None:
     """Called directly with an unknown operation, it names the known ones and evaluates nothing."""
     expected = f"unknown operation {operation!r}; use one of: add, subtract, multiply, divide, power"
     with pytest.raises(ToolError) as caught:
-        math_calculator(a=1, b=2, operation=cast(Operation, operation))
+        await math_calculator(a=1, b=2, operation=cast(Operation, operation))
     assert expected == caught.value.message
 
 
@@ -300,17 +318,19 @@ def test_math_schema_lists_operations() -> None:
 # --- current_time -------------------------------------------------------------------------
 
 
-def test_time_local_by_default() -> None:
+@pytest.mark.asyncio
+async def test_time_local_by_default() -> None:
     """Without a zone it reports local time, with the local UTC offset."""
-    result = current_time()
+    result = await current_time()
     local = datetime.fromisoformat(result["local_time"])
     expected = ("local", local.astimezone().utcoffset())
     assert expected == (result["timezone"], local.utcoffset())
 
 
-def test_time_named_zone_honoured() -> None:
+@pytest.mark.asyncio
+async def test_time_named_zone_honoured() -> None:
     """An IANA zone gives that zone's wall time and offset for the same instant."""
-    result = current_time(timezone="Europe/Paris")
+    result = await current_time(timezone="Europe/Paris")
     utc = datetime.fromisoformat(result["utc_time"])
     paris = utc.astimezone(ZoneInfo("Europe/Paris"))
     expected = ("Europe/Paris", paris.isoformat(), paris.tzname())
@@ -320,14 +340,16 @@ def test_time_named_zone_honoured() -> None:
 @pytest.mark.parametrize(
     ("zone", "offset"), [("UTC", "+00:00"), ("Asia/Kolkata", "+05:30"), ("Etc/GMT+5", "-05:00")]
 )
-def test_time_offset_text(zone: str, offset: str) -> None:
+@pytest.mark.asyncio
+async def test_time_offset_text(zone: str, offset: str) -> None:
     """The UTC offset reads as ±HH:MM (zones without daylight saving keep a fixed one)."""
-    assert offset == current_time(timezone=zone)["utc_offset"]
+    assert offset == (await current_time(timezone=zone))["utc_offset"]
 
 
-def test_time_instants_agree() -> None:
+@pytest.mark.asyncio
+async def test_time_instants_agree() -> None:
     """Local time, UTC time and Unix timestamp name the same second."""
-    result = current_time(timezone="America/New_York")
+    result = await current_time(timezone="America/New_York")
     local = datetime.fromisoformat(result["local_time"])
     utc = datetime.fromisoformat(result["utc_time"])
     assert (local, timedelta(0)) == (utc, utc.utcoffset())
@@ -335,9 +357,10 @@ def test_time_instants_agree() -> None:
     assert abs(time.time() - result["unix_timestamp"]) < 5
 
 
-def test_time_weekday() -> None:
+@pytest.mark.asyncio
+async def test_time_weekday() -> None:
     """The weekday is the English name of the local date's day."""
-    result = current_time(timezone="Pacific/Auckland")
+    result = await current_time(timezone="Pacific/Auckland")
     local = datetime.fromisoformat(result["local_time"])
     assert local.strftime("%A") == result["weekday"]
 
@@ -357,14 +380,15 @@ def test_time_weekday() -> None:
         "a" * 200,
     ],
 )
-def test_time_unknown_zone(zone: str) -> None:
+@pytest.mark.asyncio
+async def test_time_unknown_zone(zone: str) -> None:
     """A name that is not an IANA zone is refused with examples of valid ones."""
     expected = (
         f"unknown time zone {zone!r}: use an IANA name such as 'Europe/Paris', "
         "'America/New_York' or 'UTC', or omit timezone for local time"
     )
     with pytest.raises(ToolError) as caught:
-        current_time(timezone=zone)
+        await current_time(timezone=zone)
     assert expected == caught.value.message
 
 
