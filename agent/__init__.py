@@ -54,9 +54,10 @@ from agent._events import (
 )
 from agent._http import RetryPolicy
 from agent._logging import make_logger
+from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
 from agent._run_stream import RunStream
-from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry, tool
+from agent._tools import ArgumentsError, Tool, ToolContext, tool
 
 __all__ = [
     "APIConnectionError",

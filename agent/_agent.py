@@ -23,10 +23,10 @@ from agent._execution import ExecutionSettings
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, shown_url
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
+from agent._registry import ToolLike, ToolRegistry
 from agent._result import JSONObject, RunResult
 from agent._run_stream import RunStream, open_run_stream
 from agent._threads import LoopLocalLimiter
-from agent._tools import ToolLike, ToolRegistry
 from agent._wire import input_items
 
 __all__ = ["Agent"]

@@ -27,8 +27,9 @@ from agent._agent import Agent
 from agent._console import RunDisplay
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
+from agent._registry import ToolRegistry
 from agent._result import RunResult
-from agent._tools import Tool, ToolRegistry
+from agent._tools import Tool
 from agent.localmodel import AutoPolicy, Policy, ScriptPolicy, demo_script, endpoint_or_local, serve
 
 __all__ = ["app", "main"]

@@ -25,9 +25,10 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from agent._errors import ToolError
 from agent._events import Emit, ToolCallFinished, ToolCallStarted
+from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, ToolCallRecord
 from agent._threads import LoopLocalLimiter, ThreadSlot
-from agent._tools import ArgumentsError, Tool, ToolContext, ToolRegistry
+from agent._tools import ArgumentsError, Tool, ToolContext
 from agent._wire import FunctionCall
 
 __all__ = ["CallBatch", "ExecutionSettings", "TurnScope", "execute_call", "execute_calls"]

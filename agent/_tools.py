@@ -1,4 +1,4 @@
-"""``@tool``, :class:`Tool`, :class:`ToolRegistry` and :class:`ToolContext`.
+"""``@tool``, :class:`Tool` and :class:`ToolContext`.
 
 A tool's JSON schema is computed once, when it is defined: from the signature and docstring
 (through a pydantic model that later validates the arguments), or from an explicit JSON schema
@@ -10,10 +10,10 @@ from __future__ import annotations
 import inspect
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, ParamSpec, TypeAlias, TypeVar, get_origin, get_type_hints, overload
+from typing import Any, Generic, ParamSpec, TypeVar, get_origin, get_type_hints, overload
 
 import anyio
 import anyio.from_thread
@@ -27,7 +27,7 @@ from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
 from agent._threads import LoopLocalLimiter
 
-__all__ = ["ArgumentsError", "Tool", "ToolContext", "ToolRegistry", "tool"]
+__all__ = ["ArgumentsError", "Tool", "ToolContext", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -354,57 +354,3 @@ def tool(
         )
 
     return wrap if function is None else wrap(function)
-
-
-ToolLike: TypeAlias = "Tool[..., Any] | Callable[..., Any] | ToolRegistry"
-
-
-class ToolRegistry:
-    """A named set of tools, built from tools, plain functions and other registries."""
-
-    def __init__(self, tools: Iterable[ToolLike] = ()) -> None:
-        self._tools: dict[str, Tool[..., Any]] = {}
-        for item in tools:
-            self.add(item)
-
-    def add(self, item: ToolLike) -> None:
-        """Add a tool, a plain function (made a tool with defaults) or every tool of a registry."""
-        if isinstance(item, ToolRegistry):
-            for existing in item:
-                self.add(existing)
-            return
-        new = item if isinstance(item, Tool) else tool(item)
-        if self._tools.get(new.name, new) is not new:
-            raise ToolDefinitionError(f"two different tools are named {new.name!r}")
-        self._tools[new.name] = new
-
-    def merge(self, other: ToolRegistry) -> ToolRegistry:
-        """A new registry with the tools of both (names must not clash)."""
-        return ToolRegistry([self, other])
-
-    __or__ = merge
-
-    def get(self, name: str) -> Tool[..., Any] | None:
-        """The tool called ``name``, or ``None``."""
-        return self._tools.get(name)
-
-    @property
-    def names(self) -> list[str]:
-        """The tool names, in registration order."""
-        return list(self._tools)
-
-    def wire(self) -> list[JSONObject]:
-        """The request's ``tools`` list."""
-        return [t.wire() for t in self._tools.values()]
-
-    def __iter__(self) -> Iterator[Tool[..., Any]]:
-        return iter(self._tools.values())
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    def __repr__(self) -> str:
-        return f"ToolRegistry({self.names})"
