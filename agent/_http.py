@@ -237,9 +237,13 @@ async def _parse_stream(reply: httpx.Response, read_stream: StreamRead) -> Model
 
 
 def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
+    headers = {"User-Agent": "agent-runtime"}
+    if not PooledTransport.supported():  # an httpx whose transport no longer has a pool seam
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
     # Our own pool: httpcore's rescans every connection per request (see agent._pool).
     transport = PooledTransport(max_connections=max_connections, keepalive_expiry=30.0)
-    return httpx.AsyncClient(timeout=timeout, transport=transport, headers={"User-Agent": "agent-runtime"})
+    return httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers)
 
 
 def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:

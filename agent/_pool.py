@@ -125,6 +125,11 @@ class _CheckInOnClose:
 class PooledTransport(httpx.AsyncHTTPTransport):
     """httpx's transport (request conversion, exception mapping) over a :class:`LifoPool`."""
 
+    @staticmethod
+    def supported() -> bool:
+        """Whether this httpx sends through ``self._pool`` (true of 0.27 and 0.28)."""
+        return "_pool" in vars(httpx.AsyncHTTPTransport())
+
     def __init__(self, *, max_connections: int, keepalive_expiry: float = 30.0) -> None:
         super().__init__()
         self.pool = LifoPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry)

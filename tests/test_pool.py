@@ -82,3 +82,8 @@ async def test_the_agents_own_client_uses_the_pool() -> None:
             transport = agent._client._http._transport
     assert isinstance(transport, PooledTransport)
     assert transport.pool.opened == 1
+
+
+def test_this_httpx_offers_the_pool_seam() -> None:
+    """The installed httpx sends through the transport's pool, so the agent's pool is used."""
+    assert PooledTransport.supported()
