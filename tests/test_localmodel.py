@@ -220,6 +220,19 @@ def test_script_fills_output_placeholders() -> None:
     assert policy.respond(request)[0]["content"] == "sunny|noon|sunny\nnoon|<no output for x>"
 
 
+def test_script_placeholders_reach_into_json_outputs() -> None:
+    """`{{output:ID.field.0}}` quotes one field of a JSON output; a missing one says so."""
+    policy = script(
+        [],
+        [{"type": "message", "content": "{{output:c1.result}}|{{output:c1.numbers.1}}|{{output:c1.nope}}"}],
+    )
+    request = ResponseRequest(
+        model="m",
+        input=(call("c1", "calc"), output("c1", '{"result": 580.2, "numbers": [4, 8]}')),
+    )
+    assert policy.respond(request)[0]["content"] == "580.2|8|<no output for c1.nope>"
+
+
 @pytest.mark.asyncio
 async def test_script_turn_is_the_number_of_output_rounds() -> None:
     """The turn played is the count of tool-output rounds in the resent history."""
@@ -255,7 +268,7 @@ async def test_script_exhausted_is_a_server_error() -> None:
 
 @pytest.mark.asyncio
 async def test_demo_script_reproduces_the_parallel_scenario() -> None:
-    """The demo calls the four tools in parallel, then quotes their four outputs."""
+    """The demo calls the four tools in parallel, then quotes fields of their four outputs."""
     app = create_app(demo_script())
     first = await answer(app, {"model": "m", "input": "do four things"})
     calls = {item["name"]: json.loads(item["arguments"]) for item in first["output"]}
@@ -265,10 +278,17 @@ async def test_demo_script_reproduces_the_parallel_scenario() -> None:
         "math_calculator": {"a": 123.5, "b": 456.7, "operation": "add"},
         "random_generator": {"min": 1, "max": 100, "count": 3},
     }
-    outputs = [output(item["call_id"], f"<{item['name']}>") for item in first["output"]]
+    results = {
+        "current_time": {"local_time": "T-local", "timezone": "Z", "utc_time": "T-utc"},
+        "system_info": {"os": "OS", "os_release": "R", "architecture": "A", "cpu_count": 2},
+        "math_calculator": {"result": 580.2},
+        "random_generator": {"numbers": [7, 8, 9]},
+    }
+    outputs = [output(item["call_id"], json.dumps(results[item["name"]])) for item in first["output"]]
     second = await answer(app, {"model": "m", "previous_response_id": first["id"], "input": outputs})
     text = second["output"][0]["content"][0]["text"]
-    assert all(f"<{name}>" in text for name in calls)
+    for part in ("T-local", "T-utc", "OS R on A, 2 CPUs", "123.5 + 456.7 = 580.2", "[7, 8, 9]"):
+        assert part in text
 
 
 # --- conversation state -------------------------------------------------------------------------

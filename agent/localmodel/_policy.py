@@ -48,7 +48,8 @@ class ScriptPolicy:
     conversations on one server all get the same, independent replay.
 
     In any string of a scripted item, `{{output:CALL_ID}}` becomes the output received for that call
-    id (or, failing that, for the latest call of a function with that name), and `{{outputs}}` all
+    id (or, failing that, for the latest call of a function with that name), `{{output:CALL_ID.a.0}}`
+    the field `a`, item 0, of a JSON output, and `{{outputs}}` all
     received outputs joined by newlines, so a final answer can quote tool results. A placeholder
     with no output to quote becomes `<no output for CALL_ID>`.
     """
@@ -103,10 +104,14 @@ def demo_script() -> ScriptPolicy:
     ]
     answer = (
         "I ran the four tasks in parallel. Here are the results:\n"
-        "1. Current system time: {{output:call_current_time}}\n"
-        "2. System information: {{output:call_system_info}}\n"
-        "3. 123.5 + 456.7 = {{output:call_math_calculator}}\n"
-        "4. Three random numbers between 1 and 100: {{output:call_random_generator}}"
+        "1. Current system time: {{output:call_current_time.local_time}}"
+        " ({{output:call_current_time.timezone}}; UTC {{output:call_current_time.utc_time}})\n"
+        "2. System information: {{output:call_system_info.os}} {{output:call_system_info.os_release}}"
+        " on {{output:call_system_info.architecture}}, {{output:call_system_info.cpu_count}} CPUs,"
+        " {{output:call_system_info.memory_used_percent}}% of memory in use,"
+        " {{output:call_system_info.python_implementation}} {{output:call_system_info.python_version}}\n"
+        "3. 123.5 + 456.7 = {{output:call_math_calculator.result}}\n"
+        "4. Three random numbers between 1 and 100: {{output:call_random_generator.numbers}}"
     )
     return ScriptPolicy([first, [{"type": "message", "content": answer}]])
 
@@ -159,4 +164,27 @@ def _replacement(match: re.Match[str], quotes: tuple[dict[str, str], str]) -> st
     if match.group("all"):
         return everything
     key = match.group("key")
-    return by_key.get(key, f"<no output for {key}>")
+    if key in by_key:
+        return by_key[key]
+    head, _, path = key.partition(".")
+    if head in by_key and path:
+        found = _field(by_key[head], path.split("."))
+        if found is not None:
+            return found
+    return f"<no output for {key}>"
+
+
+def _field(output: str, path: list[str]) -> str | None:
+    """``path`` (keys and list indices) inside a JSON output, as text; None if it is not there."""
+    try:
+        value: Any = json.loads(output)
+    except ValueError:
+        return None
+    for step in path:
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
