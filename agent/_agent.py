@@ -63,7 +63,10 @@ class Agent:
         retry: Full retry policy (``max_retries`` overrides its count when both are given).
         timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
         http_client: Your own ``httpx.AsyncClient`` (tests, proxies); you close it.
-        max_connections: Size of the connection pool the agent creates.
+        max_connections: Requests in flight at once over the pool the agent creates.
+        max_concurrent_runs: Runs in flight at once; more wait their turn (``None``: no limit).
+            Admitting work gradually keeps each run's latency near its own cost instead of
+            the whole batch's when thousands are started together.
         expose_tool_exceptions: Send an unexpected tool exception's message to the model, not
             only its type (off by default: messages can hold secrets).
         logger: A structlog logger for the run's events; silent when not given.
@@ -92,11 +95,12 @@ class Agent:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = 512,
+        max_concurrent_runs: int | None = None,
         expose_tool_exceptions: bool = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
-        if max_turns < 1 or max_concurrency < 1 or max_threads < 1:
-            raise UsageError("max_turns, max_concurrency and max_threads must be at least 1")
+        if min(max_turns, max_concurrency, max_threads, max_concurrent_runs or 1) < 1:
+            raise UsageError("max_turns, max_concurrency, max_threads and max_concurrent_runs must be >= 1")
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -122,6 +126,7 @@ class Agent:
         )
         """Everything the runs share, read-only."""
         self._log = logger or silent_logger()
+        self._admission = LoopLocalLimiter(max_concurrent_runs) if max_concurrent_runs else None
         retry = retry or RetryPolicy()
         if max_retries is not None:
             retry = dataclasses.replace(retry, max_retries=max_retries)
@@ -236,6 +241,19 @@ class Agent:
             await client.aclose()
 
     async def _run(
+        self,
+        client: ResponsesClient,
+        input: str | Sequence[JSONObject],
+        deps: Any,
+        emit: Emit,
+        stream: bool,
+    ) -> RunResult:
+        if self._admission is None:
+            return await self._admitted_run(client, input, deps, emit, stream)
+        async with self._admission.get():
+            return await self._admitted_run(client, input, deps, emit, stream)
+
+    async def _admitted_run(
         self,
         client: ResponsesClient,
         input: str | Sequence[JSONObject],

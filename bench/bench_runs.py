@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -89,6 +90,10 @@ class Job:
     """``gc.freeze()`` after the warm-up: objects that exist then are never traversed again."""
     gc_threshold0: int = 0
     """When not 0, ``gc.set_threshold(gc_threshold0)`` after the warm-up (Python's default: 700)."""
+
+
+MAX_RUNS_VARIABLE = "BENCH_MAX_CONCURRENT_RUNS"
+"""How ``--max-runs`` reaches the worker processes' agents."""
 
 
 # ---------------------------------------------------------------- tools
@@ -258,6 +263,7 @@ class AgentRunner(Runner):
             api_key="local",
             tools=_agent_tools(self.job),
             max_connections=size,
+            max_concurrent_runs=int(os.environ.get(MAX_RUNS_VARIABLE, "0")) or None,
             http_client=self._http,
         )
         timing = self.job.scenario.startswith("fanout")
@@ -554,8 +560,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="fresh processes per figure (median)")
     parser.add_argument("--server", choices=["raw", "local"], default="raw")
     parser.add_argument("--transport", choices=["httpx", "httpx2", "fastpool"], default="httpx")
+    parser.add_argument("--max-runs", type=int, default=0, help="agent-runtime's max_concurrent_runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_runs:
+        os.environ[MAX_RUNS_VARIABLE] = str(args.max_runs)  # the worker processes inherit it
     if args.worker:
         worker(args.worker)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -439,3 +440,34 @@ async def test_a_failing_hook_ends_the_run_with_hook_error(hook_name: str) -> No
         await agent.run("go", hooks=Hooks(**{hook_name: boom}))
     assert isinstance(info.value.__cause__, ValueError)
     assert info.value.partial_result is not None
+
+
+@pytest.mark.asyncio
+async def test_max_concurrent_runs_admits_runs_gradually() -> None:
+    """With max_concurrent_runs=2, ten runs started together never have more than two in flight."""
+    from agent import Hooks
+
+    in_flight, peak = 0, 0
+
+    def started(event: object) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+
+    def finished(event: object) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    @tool
+    async def pause() -> str:
+        """Yield to the other runs."""
+        await anyio.sleep(0.01)
+        return "ok"
+
+    replies = [r for _ in range(10) for r in (response(function_call("pause")), response(message("done")))]
+    agent, _ = scripted_agent(replies, tools=[pause], max_concurrent_runs=2)
+    hooks = Hooks(on_run_start=started, on_run_end=finished)
+    async with anyio.create_task_group() as group:
+        for _ in range(10):
+            group.start_soon(partial(agent.run, "go", hooks=hooks))
+    assert (peak, in_flight) == (2, 0)
