@@ -31,7 +31,7 @@ from agent._threads import LoopLocalLimiter, ThreadSlot
 from agent._tools import ArgumentsError, Tool, ToolContext
 from agent._wire import FunctionCall
 
-__all__ = ["CallBatch", "ExecutionSettings", "TurnScope", "execute_call", "execute_calls"]
+__all__ = ["CallBatch", "ExecutionSettings", "TurnScope", "execute_call"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +121,6 @@ def _unfinished(call: FunctionCall, turn: int, why: str) -> ToolCallRecord:
         duration=0.0,
         turn=turn,
     )
-
-
-async def execute_calls(calls: Sequence[FunctionCall], scope: TurnScope) -> list[ToolCallRecord]:
-    """Run every call concurrently; the records come back in the order of ``calls``."""
-    async with anyio.create_task_group() as group:
-        batch = CallBatch(group, scope)
-        for call in calls:
-            batch.start(call)
-    return await batch.settle(calls, "the call did not finish")
 
 
 async def execute_call(call: FunctionCall, scope: TurnScope) -> ToolCallRecord:

@@ -27,6 +27,7 @@ from agent._wire import FunctionCall, ModelResponse, parse_response
 
 __all__ = ["StreamReader"]
 
+_MAX_AFTER_END = 16
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _QUIET = frozenset(
     {
@@ -57,13 +58,17 @@ class StreamReader:
     async def read(self, reply: httpx.Response) -> ModelResponse:
         """Consume the stream up to its terminal event and return the finished response."""
         finished: ModelResponse | None = None
+        after = 0
         # Read to the end even past the terminal event (the server closes right after it), as
         # the official client does: leaving httpx's byte generators half-read leaks them to GC.
+        # A server that keeps sending after it is not waited for beyond a few events.
         try:
             async with aclosing(EventSource(reply).aiter_sse()) as events:
                 async for sse in events:
                     if finished is None:
                         finished = await self._event(sse)
+                    elif (after := after + 1) > _MAX_AFTER_END:
+                        break
         except httpx.TransportError:
             if finished is None:
                 raise  # a connection lost after the terminal event loses nothing

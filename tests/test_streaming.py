@@ -466,3 +466,20 @@ async def test_a_retried_stream_announces_the_restart() -> None:
     restart = kinds.index("StreamRestarted")
     assert "TextDelta" in kinds[:restart]
     assert kinds[restart + 1 :].count("TextDelta") == 2
+
+
+@pytest.mark.asyncio
+async def test_a_stream_that_never_ends_after_completion_is_not_waited_for() -> None:
+    """Keepalives forever after response.completed do not hold the run."""
+    events = stream_events(response(message("done")))
+
+    async def content() -> AsyncIterator[bytes]:
+        yield sse_text(events).encode()
+        while True:
+            yield b'event: keepalive\ndata: {"type": "keepalive"}\n\n'
+            await anyio.sleep(0.001)
+
+    reply = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content())
+    agent, _ = scripted_agent([reply])
+    with anyio.fail_after(5):
+        assert (await agent.run("go", stream=True)).output == "done"
