@@ -99,8 +99,11 @@ class Agent:
         expose_tool_exceptions: bool = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
-        if min(max_turns, max_concurrency, max_threads, max_concurrent_runs or 1) < 1:
-            raise UsageError("max_turns, max_concurrency, max_threads and max_concurrent_runs must be >= 1")
+        runs = 1 if max_concurrent_runs is None else max_concurrent_runs
+        if min(max_turns, max_concurrency, max_threads, runs) < 1 or (max_retries or 0) < 0:
+            raise UsageError(
+                "max_turns, max_concurrency, max_threads, max_concurrent_runs must be >= 1, max_retries >= 0"
+            )
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -126,7 +129,7 @@ class Agent:
         )
         """Everything the runs share, read-only."""
         self._log = logger or silent_logger()
-        self._admission = LoopLocalLimiter(max_concurrent_runs) if max_concurrent_runs else None
+        self._admission = None if max_concurrent_runs is None else LoopLocalLimiter(max_concurrent_runs)
         retry = retry or RetryPolicy()
         if max_retries is not None:
             retry = dataclasses.replace(retry, max_retries=max_retries)

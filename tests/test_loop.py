@@ -471,3 +471,19 @@ async def test_max_concurrent_runs_admits_runs_gradually() -> None:
         for _ in range(10):
             group.start_soon(partial(agent.run, "go", hooks=hooks))
     assert (peak, in_flight) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_turns": 0},
+        {"max_concurrency": 0},
+        {"max_threads": 0},
+        {"max_concurrent_runs": 0},
+        {"max_retries": -1},
+    ],
+)
+def test_impossible_limits_are_refused(options: dict[str, int]) -> None:
+    """Limits that could never let a run finish are a UsageError at construction."""
+    with pytest.raises(UsageError):
+        Agent("m", **options)  # type: ignore[arg-type]
