@@ -50,6 +50,12 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _SSE_HEADERS = {"Accept": "text/event-stream"}
 
 
+def responses_url(base_url: str) -> str:
+    """``{base_url}/responses``, keeping a query the base URL carries (e.g. ``?api-version=``)."""
+    url = httpx.URL(base_url)
+    return str(url.copy_with(path=url.path.rstrip("/") + "/responses"))
+
+
 def shown_url(url: str) -> str:
     """``url`` without user info and query, which may hold credentials."""
     return str(httpx.URL(url).copy_with(userinfo=b"", query=None))
@@ -109,7 +115,7 @@ class ResponsesClient:
         max_connections: int = 512,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/responses"
+        self.url = responses_url(base_url)
         self.shown_url = shown_url(self.url)
         """The URL as logs and errors show it: no credentials, no query."""
         self._auth = _BearerAuth(api_key) if api_key else None

@@ -99,6 +99,7 @@ class ScriptedEndpoint:
     replies: list[Reply]
     requests: list[JSONObject] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
     check_schema: bool = True
     """Validate every request body against the official ResponseCreateParams."""
 
@@ -108,6 +109,7 @@ class ScriptedEndpoint:
             check_official_request(body)
         self.requests.append(body)
         self.headers.append(request.headers)
+        self.urls.append(str(request.url))
         if not self.replies:
             raise AssertionError("the endpoint got more requests than scripted")
         reply = self.replies.pop(0)

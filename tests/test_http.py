@@ -281,3 +281,13 @@ def test_credentials_in_base_url_are_not_shown() -> None:
     agent = Agent("m", base_url="https://user:hunter2@gw.example/v1?key=sk-in-query")
     assert "hunter2" not in repr(agent)
     assert "sk-in-query" not in repr(agent)
+
+
+@pytest.mark.asyncio
+async def test_base_url_query_is_kept_after_the_path() -> None:
+    """A gateway base URL with a query (e.g. ?api-version=) gets /responses before the query."""
+    agent, endpoint = scripted_agent(
+        [response(message("ok"))], base_url="https://gw.example/openai/v1?api-version=x"
+    )
+    await agent.run("hi")
+    assert endpoint.urls == ["https://gw.example/openai/v1/responses?api-version=x"]
