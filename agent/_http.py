@@ -84,13 +84,17 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 60.0
 
-    def wait(self, state: tenacity.RetryCallState) -> float:
-        """Seconds to sleep before the next attempt (tenacity's ``wait`` hook)."""
-        error = state.outcome.exception() if state.outcome else None
+    def delay(self, error: BaseException | None, attempt: int) -> float:
+        """Seconds to sleep after failed attempt number ``attempt`` (1-based) failed with ``error``."""
         if isinstance(error, APIError) and error.retry_after is not None:
             return min(max(error.retry_after, 0.0), self.max_retry_after)
-        backoff = self.initial_delay * 2.0 ** (state.attempt_number - 1)
+        backoff = self.initial_delay * 2.0 ** (attempt - 1)
         return min(backoff, self.max_delay) + _jitter(self.jitter)
+
+    def wait(self, state: tenacity.RetryCallState, offset: int = 0) -> float:
+        """:meth:`delay` as tenacity's ``wait`` hook (``offset``: attempts made before tenacity's)."""
+        error = state.outcome.exception() if state.outcome else None
+        return self.delay(error, state.attempt_number + offset)
 
 
 def _jitter(limit: float) -> float:
@@ -147,9 +151,29 @@ class ResponsesClient:
         handed to it. Transient failures are retried while ``may_retry()`` holds: a stream
         that fails after its tools started is not sent again.
         """
+        # The first attempt goes out bare: most requests never fail, and the retry machinery
+        # (objects in reference cycles) would be built per request for nothing.
+        try:
+            return await self._send(body, log, read_stream)
+        except APIError as error:
+            if not (self._retry.max_retries and _is_transient(error) and may_retry()):
+                raise
+            pause = self._retry.delay(error, 1)
+            log.warning("model.retry", attempt=1, wait=round(pause, 3), error=str(error))
+        await anyio.sleep(pause)
+        return await self._retry_send(body, log, read_stream, may_retry)
+
+    async def _retry_send(
+        self,
+        body: JSONObject,
+        log: structlog.typing.FilteringBoundLogger,
+        read_stream: StreamRead | None,
+        may_retry: Callable[[], bool],
+    ) -> ModelResponse:
+        """Attempts 2 to ``max_retries + 1``, under tenacity, once the first has failed."""
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self._retry.max_retries + 1),
-            wait=self._retry.wait,
+            stop=tenacity.stop_after_attempt(self._retry.max_retries),
+            wait=lambda state: self._retry.wait(state, offset=1),
             retry=tenacity.retry_if_exception(lambda error: _is_transient(error) and may_retry()),
             sleep=anyio.sleep,
             reraise=True,
@@ -253,9 +277,10 @@ def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncC
 
 
 def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:
+    """Log a retry of the tenacity loop, whose first attempt is the request's second."""
     error = state.outcome.exception() if state.outcome else None
-    wait = state.next_action.sleep if state.next_action else None
-    log.warning("model.retry", attempt=state.attempt_number, wait=wait, error=str(error))
+    wait = round(state.next_action.sleep, 3) if state.next_action else None
+    log.warning("model.retry", attempt=state.attempt_number + 1, wait=wait, error=str(error))
 
 
 def _json_body(reply: httpx.Response) -> Any:
