@@ -223,7 +223,7 @@ def _run_command(
                 with display:
                     return await _watched_run(agent, prompt, display, stream=output.stream)
 
-        result = _guarded(go, output.verbose)
+        result = _guarded(go, output.verbose, as_json=output.json)
     display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
 
 
@@ -243,8 +243,11 @@ def _tty() -> bool:
     return sys.stdout.isatty()
 
 
-def _guarded(main: Callable[[], Awaitable[T]], verbose: bool) -> T:
-    """Run ``main``; a runtime error becomes one line on stderr and exit code 1 (traceback with -v)."""
+def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool = False) -> T:
+    """Run ``main``; a runtime error becomes one line on stderr and exit code 1 (traceback with -v).
+
+    With ``as_json`` stdout still gets a JSON document: the error and what the run had done.
+    """
     try:
         return anyio.run(main)
     except UsageError as exc:
@@ -252,9 +255,17 @@ def _guarded(main: Callable[[], Awaitable[T]], verbose: bool) -> T:
             raise
         _fail(str(exc), code=2)
     except AgentError as exc:
+        if as_json:
+            typer.echo(to_json(_error_document(exc), indent=2).decode())
         if verbose:
             raise
         _fail(f"{type(exc).__name__}: {exc}", code=1)
+
+
+def _error_document(exc: AgentError) -> dict[str, Any]:
+    error = {"type": type(exc).__name__, "message": str(exc)}
+    error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
+    return {"error": error, "partial_result": exc.partial_result}
 
 
 def _fail(message: str, *, code: int) -> NoReturn:

@@ -57,6 +57,8 @@ class RunDisplay:
     _rows: dict[str, _Row] = field(default_factory=dict)
     _live: Live | None = None
     _text_streamed: bool = False
+    _open_line: str | None = None
+    """The message whose text was written last without its line ended, if any."""
 
     def hooks(self) -> Hooks:
         """The run hooks that feed this display (for runs that are not streamed)."""
@@ -72,13 +74,26 @@ class RunDisplay:
         elif isinstance(event, ToolCallFinished):
             self._finished(event.record)
         elif isinstance(event, StreamRestarted) and self._text_streamed:
-            self.out.write("\n[the stream broke and restarts]\n")
+            self._end_line()
+            self.out.write("[the stream broke and restarts]\n")
         elif isinstance(event, TextDelta) and self.stream_text:
-            self._close_live()
-            self.out.write(event.delta)
-            self.out.flush()
-            self._text_streamed = True
+            self._write_text(event)
         self._refresh()
+
+    def _write_text(self, delta: TextDelta) -> None:
+        self._close_live()
+        if self._open_line != delta.item_id:
+            self._end_line()  # a new message (e.g. the answer after a preamble): a new line
+        self.out.write(delta.delta)
+        self.out.flush()
+        self._open_line = delta.item_id
+        self._text_streamed = True
+
+    def _end_line(self) -> None:
+        if self._open_line is not None:
+            self.out.write("\n")
+            self.out.flush()
+            self._open_line = None
 
     def finish(self, result: RunResult, *, as_json: str | None = None) -> None:
         """Print the answer (or ``as_json``), unless its text was streamed already."""
@@ -86,7 +101,7 @@ class RunDisplay:
         if as_json is not None:
             self.out.write(as_json + "\n")
         elif self._text_streamed:
-            self.out.write("\n")
+            self._end_line()
         else:
             self.out.write(result.output + "\n")
         self.out.flush()
@@ -110,6 +125,7 @@ class RunDisplay:
 
     def _open_live(self) -> None:
         if self._live is None and self.console.is_terminal:
+            self._end_line()  # the table goes under any text written so far
             self._rows = {}
             self._live = Live(self._render(), console=self.console, refresh_per_second=12)
             self._live.start()

@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import sniffio
 import structlog
 from pydantic_core import PydanticSerializationError, to_json
@@ -156,7 +157,8 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
         arguments = tool.validate(call.arguments)
     except ArgumentsError as exc:
         return _failure("invalid_arguments", str(exc))
-    context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit)
+    loop = None if tool.is_async else anyio.lowlevel.current_token()
+    context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit, loop=loop)
     timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
     # Waiting for a slot (run-wide, per tool, worker thread) is not the tool's time: the
     # timeout starts once the call can really run. (Plain nesting: an exit stack per call

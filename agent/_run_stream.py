@@ -37,11 +37,15 @@ class RunStream:
 
     async def __anext__(self) -> RunEvent:
         try:
-            event = await self._receive.receive()
+            event: RunEvent | None = await self._receive.receive()
         except anyio.EndOfStream:
+            event = None
+        if event is None:
+            # Raised out here: inside the except block the run's error would gain a context,
+            # and ``from None`` would erase its cause (a HookError's hook exception).
             if self._error is not None:
-                raise self._error from None
-            raise StopAsyncIteration from None
+                raise self._error
+            raise StopAsyncIteration
         if isinstance(event, RunFinished):
             self.result = event.result
         return event

@@ -1,9 +1,11 @@
 """Worker threads for sync tools: bounded, walk-away-able, and safe across event loops.
 
-``anyio.to_thread.run_sync(..., abandon_on_cancel=True)`` lets the run move on when a sync tool
-times out, but gives the thread's capacity token back at once while the thread still runs: a
-model that keeps calling a hanging tool would grow the pool without limit. A :class:`ThreadSlot`
-is held until the thread itself ends, so the limiter bounds the threads that really exist.
+A timed-out sync tool cannot be interrupted: the run moves on and the thread goes on until the
+function returns. anyio's ``to_thread.run_sync(abandon_on_cancel=True)`` would give the thread's
+capacity token back at once (a model that keeps calling a hanging tool would grow the pool
+without limit) and its worker threads are not daemons (the program could not exit while one
+runs). A :class:`ThreadSlot` runs one call on a daemon thread and is held until that thread
+ends, so the limiter bounds the threads that really exist.
 
 anyio's limiters belong to the event loop that first uses them, while an agent or a tool lives
 across loops (``run_sync`` starts a new one each time; tests run asyncio and trio):
@@ -13,14 +15,14 @@ across loops (``run_sync`` starts a new one each time; tests run asyncio and tri
 from __future__ import annotations
 
 import contextlib
-import math
+import contextvars
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
 __all__ = ["LoopLocalLimiter", "ThreadSlot"]
 
@@ -72,21 +74,36 @@ class ThreadSlot:
         return slot
 
     async def run(self, func: Callable[[], T]) -> T:
-        """Run ``func`` in a worker thread; cancelling this abandons the thread (it keeps its slot)."""
+        """Run ``func`` in a daemon thread; cancelling this abandons the thread (it keeps its slot).
 
-        def work() -> T:
+        A daemon thread of our own, not anyio's worker pool: Python waits for non-daemon threads
+        at exit, so an abandoned tool would hold the program (and Ctrl-C) until it returned.
+        """
+        finished = anyio.Event()
+        outcome: list[tuple[bool, Any]] = []
+
+        def deliver(ok: bool, value: Any) -> None:  # on the event loop
+            outcome.append((ok, value))
+            finished.set()
+            self._give_back()
+
+        def work() -> None:  # in the thread
             if not self._claim():
-                raise anyio.get_cancelled_exc_class()
+                return
             try:
-                return func()
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop has closed: the slot is moot
-                    self._call_soon(self._give_back)
+                result: tuple[bool, Any] = (True, func())
+            except BaseException as exc:  # handed to the awaiting task, raised there
+                result = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                self._call_soon(partial(deliver, *result))
 
-        # The bound is this slot; anyio's default limiter (40 threads) must not cap it again.
-        return await anyio.to_thread.run_sync(
-            work, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(math.inf)
-        )
+        context = contextvars.copy_context()  # the tool sees the caller's context variables
+        threading.Thread(target=context.run, args=(work,), name="agent-tool", daemon=True).start()
+        await finished.wait()
+        ok, value = outcome[0]
+        if ok:
+            return cast(T, value)
+        raise value
 
     def close(self) -> None:
         """Give the slot back now if no thread took it."""

@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, get_origin, get_type_hints,
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import docstring_parser
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -50,17 +51,23 @@ class ToolContext(Generic[DepsT]):
     """Where :meth:`report` sends progress (the run's event stream and hooks)."""
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     """Set when the call timed out or the run was cancelled; see :attr:`cancelled`."""
+    loop: anyio.lowlevel.EventLoopToken | None = field(default=None, repr=False)
+    """The run's event loop, for :meth:`report_from_thread`."""
 
     async def report(self, data: Any) -> None:
         """Report progress (or any custom event) from an async tool: it appears in the run's
-        event stream as :class:`ToolProgress` while the tool keeps running."""
-        if self.emit is not None:
+        event stream as :class:`ToolProgress` while the tool keeps running.
+
+        Nothing is reported once the runtime gave up on the call (its outcome is already out).
+        A slow consumer of the run's events makes this wait: events are never dropped.
+        """
+        if self.emit is not None and not self.cancelled:
             await self.emit(ToolProgress(self.turn, self.call_id, self.tool_name, data))
 
     def report_from_thread(self, data: Any) -> None:
         """:meth:`report` for sync tools, which run in worker threads; waits until delivered."""
-        if self.emit is not None:
-            anyio.from_thread.run(self.report, data)
+        if self.emit is not None and self.loop is not None and not self.cancelled:
+            anyio.from_thread.run(self.report, data, token=self.loop)
 
     @property
     def cancelled(self) -> bool:

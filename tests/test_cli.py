@@ -424,3 +424,29 @@ def test_streaming_demo_in_a_terminal_shows_the_table_and_the_answer() -> None:
     assert process.returncode == 0
     assert "tool calls" in screen
     assert "Three random numbers between 1 and 100" in screen
+
+
+def test_streamed_preamble_and_answer_stay_on_their_own_lines() -> None:
+    """Text of two messages (a preamble, later the answer) is not glued together."""
+    import io
+
+    from rich.console import Console
+
+    from agent import RunResult, TextDelta, Usage
+    from agent._console import RunDisplay
+
+    out = io.StringIO()
+    display = RunDisplay(Console(file=io.StringIO()), out, stream_text=True)
+    for item, piece in (("msg_1", "Let me check."), ("msg_2", "It is "), ("msg_2", "noon.")):
+        display.handle(TextDelta(1, item, piece))
+    display.finish(RunResult("It is noon.", [], (), Usage(), 2, ("r1", "r2")))
+    assert out.getvalue() == "Let me check.\nIt is noon.\n"
+
+
+def test_json_failure_still_prints_a_json_document(server: LocalModelServer) -> None:
+    """With --json a failed run prints the error and the partial result on stdout, and exits 1."""
+    result = invoke("run", "hi", "--max-turns", "1", "--json", env=against(server))
+    document = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert document["error"]["type"] == "MaxTurnsExceeded"
+    assert len(document["partial_result"]["tool_calls"]) == 4

@@ -229,3 +229,39 @@ async def test_waiting_for_a_worker_thread_does_not_count_against_the_timeout() 
     agent, _ = scripted_agent([response(*calls), response(message("ok"))], tools=[nap], max_threads=1)
     result = await agent.run("go")
     assert [r.kind for r in result.tool_calls] == ["ok", "ok"]
+
+
+SCRIPT_WITH_A_HANGING_TOOL = """
+import time
+from agent import tool
+from tests._support import function_call, message, response, scripted_agent
+
+@tool(timeout=0.1)
+def hang() -> str:
+    \"\"\"Hang far longer than the test waits.\"\"\"
+    time.sleep(60)
+    return "late"
+
+agent, _ = scripted_agent([response(function_call("hang")), response(message("moved on"))], tools=[hang])
+print(agent.run_sync("go").output)
+"""
+
+
+def test_an_abandoned_sync_tool_does_not_keep_the_program_alive() -> None:
+    """A timed-out sync tool runs on a daemon thread: the program exits when it is done."""
+    import subprocess
+    import sys
+
+    from tests._support import REPO_ROOT
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT_WITH_A_HANGING_TOOL],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "moved on")
+    assert time.monotonic() - started < 20

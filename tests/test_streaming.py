@@ -483,3 +483,23 @@ async def test_a_stream_that_never_ends_after_completion_is_not_waited_for() -> 
     agent, _ = scripted_agent([reply])
     with anyio.fail_after(5):
         assert (await agent.run("go", stream=True)).output == "done"
+
+
+@pytest.mark.asyncio
+async def test_run_stream_keeps_the_hook_errors_cause() -> None:
+    """A hook's exception stays the __cause__ of the HookError that run_stream raises."""
+    from agent import HookError, Hooks
+
+    def boom(event: object) -> None:
+        raise KeyError("boom")
+
+    agent, _ = scripted_agent([sse_reply(response(message("ok")))])
+
+    async def consume() -> None:
+        async with agent.run_stream("go", hooks=Hooks(on_model_response=boom)) as events:
+            async for _ in events:
+                pass
+
+    with pytest.raises(HookError) as info:
+        await consume()
+    assert isinstance(info.value.__cause__, KeyError)
