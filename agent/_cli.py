@@ -127,8 +127,14 @@ def serve_local(
     if script and auto:
         _fail("use either --script or --auto, not both", code=2)
     policy: Policy = _load_script(script) if script else AutoPolicy()
-    stderr.print(f"local model server (not AI) on http://{host}:{port}/v1 - Ctrl+C to stop")
-    serve(policy, host=host, port=port)
+
+    def announce(url: str) -> None:
+        stderr.print(f"local model server (not AI) on {url} - Ctrl+C to stop")
+
+    try:
+        serve(policy, host=host, port=port, on_ready=announce)
+    except OSError as exc:  # raised by the bind, before anything is served
+        _fail(f"cannot serve on {host} port {port}: {exc.strerror or exc}", code=2)
 
 
 def load_tools(targets: list[str]) -> ToolRegistry:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import anyio
 import httpx
@@ -20,9 +26,13 @@ from openai.types.responses import (
     ResponseFunctionToolCall,
     ResponseStreamEvent,
 )
+from openai.types.responses.response import IncompleteDetails
 from pydantic import TypeAdapter
+from typer.testing import CliRunner
 
 import agent.localmodel as localmodel
+from agent import Agent, ResponseFailedError
+from agent import _cli as cli
 from agent.localmodel import (
     AutoPolicy,
     Fault,
@@ -34,8 +44,9 @@ from agent.localmodel import (
     demo_script,
     example_arguments,
 )
+from agent.localmodel._server import _bind
 from agent.localmodel._validation import parse_request
-from tests._support import CONFORMANCE
+from tests._support import CONFORMANCE, FAST_RETRY
 
 EVENT = TypeAdapter[Any](ResponseStreamEvent)
 AUTH = {"authorization": "Bearer test-key"}
@@ -358,6 +369,28 @@ async def test_stored_responses_can_be_retrieved() -> None:
     assert (found.json(), missing.status_code) == (body, 404)
 
 
+async def stored(app: Any, response_id: str) -> bool:
+    async with client_for(app) as client:
+        return (await client.get(f"/responses/{response_id}")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_store_evicts_the_least_recently_used_past_max_stored_bytes() -> None:
+    """Past `max_stored_bytes`, the least recently used response goes, though the count allows more."""
+    app = create_app(AutoPolicy(), max_stored_bytes=12_000)
+    first = await answer(app, {"model": "m", "input": "a" * 3_000})
+    second = await answer(app, {"model": "m", "input": "b" * 3_000})
+    assert (await stored(app, first["id"]), await stored(app, second["id"])) == (False, True)
+
+
+@pytest.mark.asyncio
+async def test_store_keeps_the_newest_response_even_over_max_stored_bytes() -> None:
+    """A response larger than the whole byte budget is still kept, so it can be continued."""
+    app = create_app(AutoPolicy(), max_stored_bytes=1_000)
+    body = await answer(app, {"model": "m", "input": "a" * 3_000})
+    assert await stored(app, body["id"])
+
+
 # --- validation ---------------------------------------------------------------------------------
 
 BAD_REQUESTS = [
@@ -433,6 +466,54 @@ BAD_REQUESTS = [
     ),
     ("stream-type", {"model": "m", "input": "x", "stream": "yes"}, "stream", "invalid_type"),
     ("metadata-value", {"model": "m", "input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
+    (
+        "metadata-17-keys",
+        {"model": "m", "input": "x", "metadata": {f"k{n}": "v" for n in range(17)}},
+        "metadata",
+        "object_above_max_properties",
+    ),
+    (
+        "metadata-key-65",
+        {"model": "m", "input": "x", "metadata": {"k" * 65: "v"}},
+        "metadata",
+        "string_above_max_length",
+    ),
+    (
+        "metadata-value-513",
+        {"model": "m", "input": "x", "metadata": {"k": "v" * 513}},
+        "metadata.k",
+        "string_above_max_length",
+    ),
+    (
+        "top-logprobs-21",
+        {"model": "m", "input": "x", "top_logprobs": 21},
+        "top_logprobs",
+        "integer_above_max_value",
+    ),
+    (
+        "top-logprobs-negative",
+        {"model": "m", "input": "x", "top_logprobs": -1},
+        "top_logprobs",
+        "integer_below_min_value",
+    ),
+    ("top-logprobs-type", {"model": "m", "input": "x", "top_logprobs": 1.5}, "top_logprobs", "invalid_type"),
+    (
+        "temperature-huge-integer",
+        {"model": "m", "input": "x", "temperature": 10**400},
+        "temperature",
+        "decimal_above_max_value",
+    ),
+    (
+        "allowed-tools-mode",
+        {
+            "model": "m",
+            "input": "x",
+            "tools": [CLOCK],
+            "tool_choice": {"type": "allowed_tools", "mode": "sometimes", "tools": []},
+        },
+        "tool_choice.mode",
+        "invalid_value",
+    ),
 ]
 
 
@@ -466,6 +547,36 @@ async def test_non_json_body_is_rejected() -> None:
     """A body that is not JSON is a 400 invalid_request_error."""
     response = await post(create_app(AutoPolicy()), b"{not json")
     assert (response.status_code, response.json()["error"]["type"]) == (400, "invalid_request_error")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+async def test_non_finite_numbers_are_not_json(number: bytes) -> None:
+    """NaN, Infinity and overflowing numbers get the 400 for unparseable JSON, not a 500."""
+    body = b'{"model": "m", "input": "x", "temperature": ' + number + b"}"
+    response = await post(create_app(AutoPolicy()), body)
+    error = response.json()["error"]
+    assert (response.status_code, error["message"].startswith("We could not parse the JSON body")) == (
+        400,
+        True,
+    )
+
+
+@pytest.mark.asyncio
+async def test_tool_parameters_may_be_null() -> None:
+    """`parameters: null` is accepted (openai's FunctionToolParam allows it); the call gets `{}`."""
+    tool = {"type": "function", "name": "ping", "parameters": None, "strict": None}
+    body = await answer(create_app(AutoPolicy()), {"model": "m", "input": "x", "tools": [tool]})
+    assert [(item["name"], item["arguments"]) for item in body["output"]] == [("ping", "{}")]
+
+
+@pytest.mark.asyncio
+async def test_allowed_tools_choice_limits_the_calls() -> None:
+    """An `allowed_tools` tool choice is accepted, and AutoPolicy calls only the tools it names."""
+    choice = {"type": "allowed_tools", "mode": "auto", "tools": [{"type": "function", "name": "clock"}]}
+    request = {"model": "m", "input": "x", "tools": [WEATHER, CLOCK], "tool_choice": choice}
+    body = await answer(create_app(AutoPolicy()), request)
+    assert ([item["name"] for item in body["output"]], body["tool_choice"]) == (["clock"], choice)
 
 
 @pytest.mark.asyncio
@@ -747,6 +858,8 @@ async def test_invalid_fault_spec_is_a_400() -> None:
         ("drop", Fault(drop=True)),
         ("delay=0.5; malformed", Fault(delay=0.5, malformed=True)),
         ("truncate;stream_delay=0.3", Fault(truncate=True, stream_delay=0.3)),
+        ("fail=server_error", Fault(fail="server_error")),
+        ("incomplete=max_output_tokens", Fault(incomplete="max_output_tokens")),
         ("", Fault()),
     ],
 )
@@ -755,7 +868,19 @@ def test_fault_text_form_parses(spec: str, expected: Fault) -> None:
     assert Fault.parse(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["status=200", "delay=-1", "status=abc", "explode", "drop=1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "status=200",
+        "delay=-1",
+        "status=abc",
+        "explode",
+        "drop=1",
+        "fail",
+        "fail=two words",
+        "fail=server_error;incomplete=content_filter",
+    ],
+)
 def test_fault_text_form_rejects_nonsense(spec: str) -> None:
     """Bad statuses, negative delays and unknown keys are errors, not silently ignored."""
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies with the mistake
@@ -815,9 +940,10 @@ async def test_stream_follows_the_api_event_sequence() -> None:
 
 
 @pytest.mark.asyncio
-async def test_stream_events_validate_against_the_official_types() -> None:
+@pytest.mark.parametrize("fault", ["", "incomplete=max_output_tokens"], ids=["completed", "incomplete"])
+async def test_stream_events_validate_against_the_official_types(fault: str) -> None:
     """Every event parses as an openai ResponseStreamEvent and its type is its event name."""
-    for name, data in await stream(create_app(script(MIXED_TURN))):
+    for name, data in await stream(create_app(script(MIXED_TURN)), **{"x-localmodel-fault": fault}):
         assert EVENT.validate_python(data).type == name
 
 
@@ -897,6 +1023,89 @@ def test_stream_delay_separates_output_items() -> None:
     times = [at for name, at in arrivals.items() if "output_item" in name]
     first_done, second_added = times[1], times[2]
     assert second_added - first_done >= 0.15
+
+
+# --- responses that fail or stop short (the fail and incomplete faults) --------------------------
+
+FAIL = {"x-localmodel-fault": "fail=invalid_prompt"}
+INCOMPLETE = {"x-localmodel-fault": "incomplete=max_output_tokens"}
+
+
+@pytest.mark.asyncio
+async def test_fail_fault_answers_200_with_a_failed_response() -> None:
+    """`fail=CODE` answers 200 with status failed, that error code, and the output cut after one item."""
+    body = await answer(create_app(script(MIXED_TURN)), {"model": "m", "input": "x"}, **FAIL)
+    assert (body["status"], body["error"]["code"], len(body["output"])) == ("failed", "invalid_prompt", 1)
+
+
+@pytest.mark.asyncio
+async def test_fail_fault_stream_sends_an_error_event_then_response_failed() -> None:
+    """Streaming, `fail=CODE` follows the first item with an `error` event, then response.failed."""
+    events = await stream(create_app(script(MIXED_TURN)), **FAIL)
+    tail = [(name, data.get("error", {}).get("code")) for name, data in events[-3:]]
+    failed = Response.model_validate(events[-1][1]["response"])
+    assert tail == [
+        ("response.output_item.done", None),
+        ("error", "invalid_prompt"),
+        ("response.failed", None),
+    ]
+    assert (failed.status, failed.error and failed.error.code, len(failed.output)) == (
+        "failed",
+        "invalid_prompt",
+        1,
+    )
+
+
+@pytest.mark.asyncio
+async def test_incomplete_fault_answers_an_incomplete_response() -> None:
+    """`incomplete=REASON` answers status incomplete with that reason, the output cut after one item."""
+    body = await answer(create_app(script(MIXED_TURN)), {"model": "m", "input": "x"}, **INCOMPLETE)
+    assert (body["status"], body["incomplete_details"], len(body["output"])) == (
+        "incomplete",
+        {"reason": "max_output_tokens"},
+        1,
+    )
+
+
+@pytest.mark.asyncio
+async def test_incomplete_fault_stream_ends_with_response_incomplete() -> None:
+    """Streaming, `incomplete=REASON` ends with response.incomplete instead of response.completed."""
+    events = await stream(create_app(script(MIXED_TURN)), **INCOMPLETE)
+    last = Response.model_validate(events[-1][1]["response"])
+    assert (events[-1][0], last.status, last.incomplete_details) == (
+        "response.incomplete",
+        "incomplete",
+        IncompleteDetails(reason="max_output_tokens"),
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_agent_raises_response_failed_error_for_a_fail_fault(streamed: bool) -> None:
+    """The agent surfaces `fail=CODE` as ResponseFailedError with that code."""
+    async with (
+        LocalModelServer(AutoPolicy(), faults=[Fault(fail="invalid_prompt")]) as server,
+        Agent("gpt-local", base_url=server.base_url, api_key="local", retry=FAST_RETRY) as agent,
+    ):
+        with pytest.raises(ResponseFailedError) as failure:
+            await agent.run("hi", stream=streamed)
+    assert failure.value.code == "invalid_prompt"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "stream"])
+async def test_agent_result_is_incomplete_for_an_incomplete_fault(streamed: bool) -> None:
+    """The agent ends the run normally on `incomplete=REASON`, with that status and reason."""
+    async with (
+        LocalModelServer(AutoPolicy(), faults=[Fault(incomplete="max_output_tokens")]) as server,
+        Agent("gpt-local", base_url=server.base_url, api_key="local", retry=FAST_RETRY) as agent,
+    ):
+        result = await agent.run("hi", stream=streamed)
+    assert (result.status, result.incomplete_reason, result.output) == (
+        "incomplete",
+        "max_output_tokens",
+        "hi",
+    )
 
 
 # --- the official client ------------------------------------------------------------------------
@@ -1043,3 +1252,112 @@ async def test_server_works_under_asyncio() -> None:
 def test_server_works_under_trio() -> None:
     """`async with LocalModelServer(...)` serves a trio client."""
     assert trio.run(roundtrip, "trio") == "trio"
+
+
+def server_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == "localmodel-server"]
+
+
+class CancelledWhileStarting(LocalModelServer):
+    """Cancels the caller's scope from inside `start()`, as a timeout expiring mid-start does."""
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        super().__init__(AutoPolicy())
+        self.scope = scope
+
+    def start(self) -> Self:
+        super().start()
+        anyio.from_thread.run_sync(self.scope.cancel)
+        return self
+
+
+async def cancel_while_starting() -> None:
+    scope = anyio.CancelScope()
+    with scope:
+        async with CancelledWhileStarting(scope):
+            await anyio.sleep_forever()
+
+
+async def cancel_while_serving() -> None:
+    with anyio.CancelScope() as scope:
+        async with LocalModelServer(AutoPolicy()):
+            scope.cancel()
+            await anyio.sleep_forever()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_start_cancelled_midway_leaves_no_server_running(backend: str) -> None:
+    """`async with` cancelled while the server starts stops the server it started."""
+    anyio.run(cancel_while_starting, backend=backend)
+    assert server_threads() == []
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_with_cancelled_while_serving_still_stops_the_server(backend: str) -> None:
+    """A cancelled `async with` body still stops the server on the way out."""
+    anyio.run(cancel_while_serving, backend=backend)
+    assert server_threads() == []
+
+
+def test_bind_listens_so_its_port_is_taken_at_once() -> None:
+    """`_bind` returns a listening socket: a second bind of that port fails, even with SO_REUSEADDR."""
+    with _bind("127.0.0.1", 0) as first, pytest.raises(OSError, match="in use"):
+        _bind("127.0.0.1", first.getsockname()[1])
+
+
+# --- agent serve-local ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve_local(*options: str) -> Iterator[str]:
+    """`python -m agent serve-local OPTIONS` in a process; yields the URL it announces."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "serve-local", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            if line.startswith("local model server (not AI) on "):
+                yield line.split()[6]
+                return
+        pytest.fail("serve-local exited without announcing its URL")
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        process.stderr.close()
+
+
+def test_serve_local_announces_its_url_once_it_accepts_requests() -> None:
+    """The announced URL (with the real port for --port 0) answers as soon as the line is printed."""
+    with serve_local("--port", "0") as url:
+        response = httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}, headers=AUTH)
+    assert (url.startswith("http://127.0.0.1:"), url.endswith(":0/v1"), response.status_code) == (
+        True,
+        False,
+        200,
+    )
+
+
+def test_serve_local_announces_an_ipv6_host_in_brackets() -> None:
+    """With --host ::1 the announced URL is http://[::1]:PORT/v1, and it answers."""
+    with serve_local("--host", "::1", "--port", "0") as url:
+        response = httpx.post(f"{url}/responses", json={"model": "m", "input": "x"}, headers=AUTH)
+    assert (re.fullmatch(r"http://\[::1\]:\d+/v1", url) is not None, response.status_code) == (True, 200)
+
+
+def test_serve_local_on_a_taken_port_is_a_one_line_error_exiting_2() -> None:
+    """A taken port ends serve-local with one `error:` line and exit code 2, not uvicorn's 3."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli.app, ["serve-local", "--port", str(port)])
+    assert (result.exit_code, result.stderr.strip().splitlines()) == (
+        2,
+        [f"error: cannot serve on 127.0.0.1 port {port}: Address already in use"],
+    )

@@ -8,6 +8,7 @@ it as JSON or as a Server-Sent-Event stream. Every refusal is a `Rejection`, ren
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import threading
 from collections import deque
@@ -24,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._errors import Rejection, invalid_request
-from ._faults import Fault, FaultPlan, status_rejection
+from ._faults import Fault, FaultPlan, response_error, status_rejection
 from ._policy import Policy
 from ._request import Item, ResponseRequest
 from ._response import IdFactory, build_response, finish_output
@@ -59,6 +60,7 @@ def create_app(
     api_key: str | None = None,
     seed: int | None = None,
     max_stored: int = 10_000,
+    max_stored_bytes: int = 64_000_000,
     max_requests: int = 1_000,
 ) -> Starlette:
     """The local model server as an ASGI app: serve it with uvicorn, or call it in-process.
@@ -67,8 +69,9 @@ def create_app(
     `policy` decides the answers (it is not AI). `stream_delay` pauses that many seconds between
     streamed output items. `faults` are consumed one per request (see `Fault`). Any non-empty bearer
     key is accepted unless `api_key` is given. `seed` makes ids repeatable. At most `max_stored`
-    responses are kept for `previous_response_id`, and the last `max_requests` request bodies for
-    `LocalModelServer.requests`.
+    responses, together at most `max_stored_bytes` of JSON (conversations included), are kept for
+    `previous_response_id`, the least recently used evicted first; and the last `max_requests`
+    request bodies for `LocalModelServer.requests`.
     """
     service = ModelService(
         policy,
@@ -77,6 +80,7 @@ def create_app(
         api_key=api_key,
         seed=seed,
         max_stored=max_stored,
+        max_stored_bytes=max_stored_bytes,
         max_requests=max_requests,
     )
     return service.app
@@ -94,6 +98,7 @@ class ModelService:
         api_key: str | None,
         seed: int | None,
         max_stored: int,
+        max_stored_bytes: int,
         max_requests: int,
     ) -> None:
         self.plan = FaultPlan(faults)
@@ -101,7 +106,7 @@ class ModelService:
         self._stream_delay = stream_delay
         self._api_key = api_key
         self._ids = IdFactory(seed)
-        self._store = ResponseStore(max_stored)
+        self._store = ResponseStore(max_stored, max_stored_bytes)
         # Raw bytes, parsed only when read: copying every parsed body cost ~18% of the server's
         # time, and an unbounded list grew for as long as `agent serve-local` ran.
         self._requests: deque[bytes] = deque(maxlen=max_requests)
@@ -162,7 +167,7 @@ class ModelService:
         if fault.malformed:
             return _malformed(isinstance(body, dict) and body.get("stream") is True)
         parsed = parse_request(body, self._store.history)
-        answer = self._answer(parsed)
+        answer = self._answer(parsed, fault)
         if answer["store"] and not (parsed.stream and fault.truncate):
             self._store.put(StoredResponse(answer, parsed.input))
         if not parsed.stream:
@@ -204,8 +209,11 @@ class ModelService:
                     raise invalid_request(f"Invalid {where}: {exc}.") from None
         return fault
 
-    def _answer(self, request: ResponseRequest) -> Item:
-        """The policy's reply as a complete `Response` body; a failing policy is a 500."""
+    def _answer(self, request: ResponseRequest, fault: Fault) -> Item:
+        """The policy's reply as a complete `Response` body; a failing policy is a 500.
+
+        A `fail` or `incomplete` fault cuts the reply short after its first output item.
+        """
         try:
             output = finish_output(self._policy.respond(request), self._ids)
         except Exception as exc:
@@ -214,14 +222,40 @@ class ModelService:
                 f"The local model policy failed: {type(exc).__name__}: {exc}",
                 type="server_error",
             ) from exc
-        return build_response(request, output, response_id=self._ids.new("resp_"))
+        response_id = self._ids.new("resp_")
+        if fault.fail is None and fault.incomplete is None:
+            return build_response(request, output, response_id=response_id)
+        return build_response(
+            request,
+            output[:1],
+            response_id=response_id,
+            error=None if fault.fail is None else response_error(fault.fail),
+            incomplete_reason=fault.incomplete,
+        )
 
 
 def _decode(raw: bytes) -> Any:
+    """The parsed body, or `_INVALID` when it is not strict JSON.
+
+    `NaN`, `Infinity` and numbers too large for a float are refused: Python's parser accepts them,
+    JSON does not, and echoed back they would make the answer unrenderable (a plain-text 500,
+    which clients retry).
+    """
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except ValueError:
         return _INVALID
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of a float's range")
+    return value
 
 
 def _mask(key: str) -> str:

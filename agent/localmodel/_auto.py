@@ -25,7 +25,8 @@ class AutoPolicy:
     message, all at once (or one per reply when `parallel_tool_calls` is false), with arguments
     built from the tool's schema by `example_arguments`. Once every tool has been called, the reply
     is a message with one `name: output` line per call. Without tools (or with
-    `tool_choice="none"`) it echoes the last user message.
+    `tool_choice="none"`) it echoes the last user message. A `function` or `allowed_tools` tool
+    choice limits the calls to the tools it names.
     """
 
     def respond(self, request: ResponseRequest) -> list[Item]:
@@ -69,8 +70,17 @@ def _pending_tools(request: ResponseRequest, exchange: list[Item]) -> list[Item]
     called = {item.get("name") for item in exchange if item_type(item) == "function_call"}
     tools = [tool for tool in request.tools if tool.get("name") not in called]
     if isinstance(choice, dict):
-        tools = [tool for tool in tools if tool.get("name") == choice.get("name")]
+        allowed = _allowed_names(choice)
+        tools = [tool for tool in tools if tool.get("name") in allowed]
     return tools
+
+
+def _allowed_names(choice: Item) -> set[str]:
+    """The function names a `function` or `allowed_tools` tool choice lets the model call."""
+    if choice.get("type") == "allowed_tools":
+        entries = [entry for entry in choice.get("tools") or [] if isinstance(entry, dict)]
+        return {entry["name"] for entry in entries if entry.get("type") == "function" and "name" in entry}
+    return {choice["name"]} if isinstance(choice.get("name"), str) else set()
 
 
 def _call(tool: Item) -> Item:

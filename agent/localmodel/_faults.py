@@ -4,6 +4,11 @@ A fault comes from three places, merged in this order (later fields win): the se
 (one entry consumed per request, for clients that cannot set headers), the `x-localmodel-fault`
 request header, and the request's `metadata["localmodel_fault"]`. The text form is the same for
 the header and metadata: `;`-separated `key=value` pairs and flags, e.g. `status=429;retry_after=0.2`.
+
+Most faults fail the HTTP exchange (a status, a dropped connection, a body that is not JSON). Two
+fail the *response* inside a 200, as models do mid-answer: `fail=CODE` (status `failed`, and on a
+stream an `error` event then `response.failed`) and `incomplete=REASON` (status `incomplete`, the
+stream ending in `response.incomplete`). Both cut the output after its first item.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._errors import Rejection
 
-__all__ = ["Fault", "FaultPlan", "status_rejection"]
+__all__ = ["Fault", "FaultPlan", "response_error", "status_rejection"]
 
 _FLAGS = ("drop", "malformed", "truncate")
 _NUMBERS = ("retry_after", "delay", "stream_delay")
+_WORDS = ("fail", "incomplete")
+_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Bodies shaped like the real API's for each status; the marker says who really sent them.
 _MARK = " [localmodel fault injection]"
@@ -50,6 +58,13 @@ class Fault:
     - `truncate`: streaming only; end the stream after the first output item, with no
       `response.completed`.
     - `stream_delay`: seconds between streamed output items, overriding the server's setting.
+    - `fail`: answer 200 with a response of status `failed` whose `error.code` is this (the real
+      API's include `server_error`, `rate_limit_exceeded`, `invalid_prompt`), its output cut after
+      the first item. Streaming: that item, then an `error` event, then `response.failed`.
+    - `incomplete`: answer 200 with a response of status `incomplete` whose
+      `incomplete_details.reason` is this (the real API's are `max_output_tokens` and
+      `content_filter`), its output cut after the first item. Streaming: that item, then
+      `response.incomplete` instead of `response.completed`.
     """
 
     status: int | None = None
@@ -59,10 +74,18 @@ class Fault:
     malformed: bool = False
     truncate: bool = False
     stream_delay: float | None = None
+    fail: str | None = None
+    incomplete: str | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and not 400 <= self.status <= 599:
             raise ValueError(f"fault status must be 400-599, got {self.status}")
+        if self.fail is not None and self.incomplete is not None:
+            raise ValueError("a response cannot both fail and be incomplete: choose one")
+        for name in _WORDS:
+            word = getattr(self, name)
+            if word is not None and not _WORD.match(word):
+                raise ValueError(f"fault {name} must be a code such as server_error, got {word!r}")
         for name in _NUMBERS:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
@@ -70,8 +93,8 @@ class Fault:
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
-        """Read the text form: `status=429;retry_after=0.2`, `drop`, `delay=0.5;truncate`, ..."""
-        fields: dict[str, float | int | bool] = {}
+        """Read the text form: `status=429;retry_after=0.2`, `drop`, `fail=server_error`, ..."""
+        fields: dict[str, float | int | bool | str] = {}
         for raw in spec.split(";"):
             key, has_value, value = (part.strip() for part in raw.partition("="))
             if not key:
@@ -82,6 +105,8 @@ class Fault:
                 fields[key] = _number(key, value, int)
             elif key in _NUMBERS and has_value:
                 fields[key] = _number(key, value, float)
+            elif key in _WORDS and has_value:
+                fields[key] = value
             else:
                 raise ValueError(f"unknown fault {raw.strip()!r}")
         return cls(**fields)  # type: ignore[arg-type]
@@ -137,3 +162,8 @@ def status_rejection(fault: Fault) -> Rejection:
         headers["retry-after"] = f"{fault.retry_after:g}"
         headers["retry-after-ms"] = str(round(fault.retry_after * 1000))
     return Rejection(status, message + _MARK, type=kind, code=code, headers=headers)
+
+
+def response_error(code: str) -> dict[str, str]:
+    """The `error` of a response that a `fail` fault failed, shaped like the API's."""
+    return {"code": code, "message": f"The response failed with code '{code}'.{_MARK}"}

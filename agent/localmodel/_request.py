@@ -38,7 +38,8 @@ class ResponseRequest:
     tools: tuple[Item, ...] = ()
     """The offered function tools, as sent."""
     tool_choice: str | Item = "auto"
-    """`"auto"`, `"none"`, `"required"` or `{"type": "function", "name": ...}`."""
+    """`"auto"`, `"none"`, `"required"`, `{"type": "function", "name": ...}` or
+    `{"type": "allowed_tools", "mode": ..., "tools": [{"type": "function", "name": ...}, ...]}`."""
     parallel_tool_calls: bool = True
     """Whether the client accepts several function calls in one response."""
     instructions: str | None = None

@@ -125,18 +125,26 @@ def build_response(
     output: list[Item],
     *,
     response_id: str,
-    status: str = "completed",
+    error: Item | None = None,
+    incomplete_reason: str | None = None,
 ) -> Item:
-    """The full `Response` body, request settings echoed as the real API does."""
+    """The full `Response` body, request settings echoed as the real API does.
+
+    With `error` it has status `failed` (and no usage); with `incomplete_reason`, status
+    `incomplete` and its last output item too, as the API marks an answer cut off.
+    """
     body = request.body
+    status = "failed" if error else "incomplete" if incomplete_reason else "completed"
+    if incomplete_reason and output:
+        output = [*output[:-1], {**output[-1], "status": "incomplete"}]
     return {
         "id": response_id,
         "object": "response",
         "created_at": int(time.time()),
         "status": status,
         "background": False,
-        "error": None,
-        "incomplete_details": None,
+        "error": error,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
         "instructions": request.instructions,
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": body.get("max_tool_calls"),
@@ -156,7 +164,7 @@ def build_response(
         "top_logprobs": body.get("top_logprobs", 0),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
-        "usage": usage(request, output) if status == "completed" else None,
+        "usage": None if error else usage(request, output),
         "user": body.get("user"),
         "metadata": dict(request.metadata),
     }

@@ -27,6 +27,7 @@ __all__ = ["LocalModelServer", "serve"]
 
 _STARTUP_TIMEOUT = 10.0
 _GRACEFUL_STOP = 2.0
+_BACKLOG = 2048  # uvicorn's default
 
 _ScopeDrop = Callable[[Scope], Awaitable[None]]
 
@@ -54,6 +55,7 @@ class LocalModelServer:
         api_key: str | None = None,
         seed: int | None = None,
         max_stored: int = 10_000,
+        max_stored_bytes: int = 64_000_000,
         max_requests: int = 1_000,
         log_level: str = "warning",
     ) -> None:
@@ -65,6 +67,7 @@ class LocalModelServer:
             api_key=api_key,
             seed=seed,
             max_stored=max_stored,
+            max_stored_bytes=max_stored_bytes,
             max_requests=max_requests,
         )
         self._host, self._port = host, port
@@ -84,8 +87,7 @@ class LocalModelServer:
     @property
     def base_url(self) -> str:
         """The OpenAI base URL of this server, e.g. `http://127.0.0.1:54321/v1`."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/v1"
+        return _base_url(self._host, self.port)
 
     @property
     def port(self) -> int:
@@ -150,7 +152,13 @@ class LocalModelServer:
         self.stop()
 
     async def __aenter__(self) -> Self:
-        await anyio.to_thread.run_sync(self.start)
+        try:
+            await anyio.to_thread.run_sync(self.start)
+        except BaseException:
+            # Cancelled while the thread was starting: `start()` may have finished regardless,
+            # and without `__aexit__` nothing else would stop the server it started.
+            await self.aclose()
+            raise
         return self
 
     async def __aexit__(
@@ -162,8 +170,13 @@ class LocalModelServer:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """`stop()` without blocking the caller's event loop."""
-        await anyio.to_thread.run_sync(self.stop)
+        """`stop()` without blocking the caller's event loop, even when the caller is cancelled.
+
+        Shielded from cancellation, so a cancelled `async with` still stops the server (which
+        takes at most a couple of seconds).
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
 
 
 def serve(
@@ -175,11 +188,14 @@ def serve(
     faults: Iterable[Fault] = (),
     api_key: str | None = None,
     log_level: str = "info",
+    on_ready: Callable[[str], object] | None = None,
 ) -> None:
     """Serve the local model in the foreground until interrupted (what `agent serve-local` runs).
 
-    Unlike `LocalModelServer` this configures uvicorn's usual logging, access log included, since it
-    owns the process.
+    The port is bound first, so a taken one raises `OSError` here, before anything is served;
+    `on_ready` is then called with the base URL (e.g. `http://[::1]:8000/v1`) once requests are
+    accepted. Unlike `LocalModelServer` this configures uvicorn's usual logging, access log
+    included, since it owns the process.
     """
     service = ModelService(
         policy,
@@ -188,14 +204,32 @@ def serve(
         api_key=api_key,
         seed=None,
         max_stored=10_000,
+        max_stored_bytes=64_000_000,
         # Nothing can read this service's request log, so keeping one would only cost memory.
         max_requests=0,
     )
-    _uvicorn_for(service.app, host=host, port=port, log_level=log_level).run()
+    server = _uvicorn_for(service.app, host=host, port=port, log_level=log_level)
+    sock = _bind(host, port)
+    if on_ready is not None:
+        url = _base_url(host, sock.getsockname()[1])
+        server.on_started = lambda: on_ready(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _base_url(host: str, port: int) -> str:
+    """`http://HOST:PORT/v1`, an IPv6 host in brackets."""
+    return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A bound TCP socket, so bind errors surface in the caller's thread, not the server's."""
+    """A listening TCP socket, so a taken port fails in the caller's thread, not the server's.
+
+    Listening, not only bound: with SO_REUSEADDR, two sockets that are merely bound may share a
+    port, and the loser would learn it only when uvicorn listens, in the server's thread.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
     # without it each response (headers, then body) waits ~40 ms for a delayed ACK.
@@ -203,6 +237,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(_BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -223,6 +258,7 @@ class _Uvicorn(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.ready = threading.Event()
+        self.on_started: Callable[[], object] | None = None
 
     def run_then_signal(self, sockets: list[socket.socket]) -> None:
         try:
@@ -233,6 +269,8 @@ class _Uvicorn(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self.ready.set()
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     async def drop_connection(self, scope: Scope) -> None:
         """Abort the TCP connection that carried `scope`, so the client gets no response at all.

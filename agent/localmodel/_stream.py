@@ -3,7 +3,8 @@
 `response.created`, `response.in_progress`, then for each output item `response.output_item.added`,
 its deltas (function call arguments, or per content part `content_part.added`,
 `output_text.delta`..., `output_text.done`, `content_part.done`) and `response.output_item.done`,
-and finally `response.completed`. Each event's `type` equals its `event:` name and
+and finally `response.completed` (`response.incomplete` for an incomplete response; an `error`
+event then `response.failed` for a failed one). Each event's `type` equals its `event:` name and
 `sequence_number` counts from 0, as in the recorded streams.
 """
 
@@ -24,6 +25,11 @@ MALFORMED_STREAM = 'event: response.created\ndata: {"type": "response.created", 
 """What a `malformed` fault streams: an event whose data is cut off mid-JSON."""
 
 _WORD = re.compile(r"\S+\s*|\s+")
+_TERMINAL = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+}
 _MAX_TEXT_CHUNKS = 16
 _ARGUMENT_CHUNKS = 4
 
@@ -43,7 +49,14 @@ async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> As
         sequence += 1
         return f"event: {event['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    pending = {
+        **response,
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "output": [],
+        "usage": None,
+    }
     yield encode({"type": "response.created", "response": pending})
     yield encode({"type": "response.in_progress", "response": pending})
     for index, item in enumerate(response["output"]):
@@ -55,7 +68,11 @@ async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> As
             yield encode(event)
         if truncate:
             return
-    yield encode({"type": "response.completed", "response": response})
+    error = response.get("error")
+    if error:
+        # As recorded from the API: the fields nested under "error", the type repeating the code.
+        yield encode({"type": "error", "error": {"type": error["code"], **error, "param": None}})
+    yield encode({"type": _TERMINAL[response["status"]], "response": response})
 
 
 def item_events(item: Item, output_index: int) -> Iterator[Item]:

@@ -22,6 +22,8 @@ ConversationLookup = Callable[[str], Sequence[Item] | None]
 
 _ROLES = ("user", "assistant", "system", "developer")
 _TOOL_CHOICES = ("none", "auto", "required")
+_ALLOWED_TOOLS_MODES = ("auto", "required")
+_MAX_METADATA = (16, 64, 512)  # properties, key length, value length
 _NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 _OPTIONAL: dict[str, tuple[tuple[type, ...], str]] = {
     "instructions": ((str,), "a string"),
@@ -36,11 +38,13 @@ _OPTIONAL: dict[str, tuple[tuple[type, ...], str]] = {
     "temperature": ((int, float), "a number"),
     "top_p": ((int, float), "a number"),
     "max_output_tokens": ((int,), "an integer"),
+    "top_logprobs": ((int,), "an integer"),
 }
 _RANGES: dict[str, tuple[float, float | None, str]] = {
     "temperature": (0, 2, "decimal"),
     "top_p": (0, 1, "decimal"),
     "max_output_tokens": (16, None, "integer"),
+    "top_logprobs": (0, 20, "integer"),
 }
 
 
@@ -145,19 +149,15 @@ def _tool(raw: object, index: int) -> Item:
     for key, kinds, expected in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if raw.get(key) is not None and not isinstance(raw[key], kinds):
             raise _invalid_type(f"{param}.{key}", expected, raw[key])
-    parameters = _required(raw, "parameters", f"{param}.parameters")
-    _check_parameters(name, parameters, param, strict=raw.get("strict") is True)
+    # Required, but may be null (a tool without arguments), as in openai's `FunctionToolParam`.
+    if "parameters" not in raw:
+        raise _missing(f"{param}.parameters")
+    _check_parameters(name, raw["parameters"], param, strict=raw.get("strict") is True)
     return dict(raw)
 
 
 def _check_tool_name(name: str, param: str) -> None:
-    if len(name) > 64:
-        raise invalid_request(
-            f"Invalid '{param}': string too long. Expected a string with maximum length 64, "
-            f"but got a string with length {len(name)} instead.",
-            param=param,
-            code="string_above_max_length",
-        )
+    _check_length(name, 64, param)
     if not _NAME.match(name):
         raise invalid_request(
             f"Invalid '{param}': string does not match pattern. Expected a string that matches "
@@ -203,25 +203,46 @@ def _check_range(name: str, value: float) -> None:
         bound, word, limit = "above maximum", "<=", high
     else:
         return
+    # `:g` would overflow on a huge JSON integer (10**400), turning a 400 into a 500.
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
     raise invalid_request(
         f"Invalid '{name}': {kind} {bound} value. Expected a value {word} {limit:g}, "
-        f"but got {value:g} instead.",
+        f"but got {shown} instead.",
         param=name,
         code=f"{kind}_{bound.replace(' ', '_').replace('imum', '')}_value",
     )
 
 
 def _check_metadata(metadata: dict[str, Any]) -> None:
-    if len(metadata) > 16:
+    properties, key_length, value_length = _MAX_METADATA
+    if len(metadata) > properties:
         raise invalid_request(
-            f"Invalid 'metadata': too many properties. Expected an object with at most 16 "
+            f"Invalid 'metadata': too many properties. Expected an object with at most {properties} "
             f"properties, but got an object with {len(metadata)} properties instead.",
             param="metadata",
             code="object_above_max_properties",
         )
     for key, value in metadata.items():
+        if len(key) > key_length:
+            raise invalid_request(
+                f"Invalid 'metadata': key too long. Expected keys with maximum length {key_length}, "
+                f"but got a key with length {len(key)} instead.",
+                param="metadata",
+                code="string_above_max_length",
+            )
         if not isinstance(value, str):
             raise _invalid_type(f"metadata.{key}", "a string", value)
+        _check_length(value, value_length, f"metadata.{key}")
+
+
+def _check_length(text: str, limit: int, param: str) -> None:
+    if len(text) > limit:
+        raise invalid_request(
+            f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(text)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
 
 
 def _tool_choice(value: object, tools: Sequence[Item]) -> str | Item:
@@ -239,11 +260,32 @@ def _tool_choice(value: object, tools: Sequence[Item]) -> str | Item:
                 code="invalid_value",
             )
         return value
+    if isinstance(value, dict) and value.get("type") == "allowed_tools":
+        return _allowed_tools(value)
     if not isinstance(value, dict) or value.get("type") != "function":
         raise _invalid_type("tool_choice", "a string or a function tool choice", value)
     if value.get("name") not in {tool["name"] for tool in tools}:
         raise invalid_request("Tool choice 'function' not found in 'tools' parameter.", param="tool_choice")
     return dict(value)
+
+
+def _allowed_tools(choice: Item) -> Item:
+    """`{"type": "allowed_tools", "mode": "auto" | "required", "tools": [{"type": ..., ...}]}`."""
+    mode = _required(choice, "mode", "tool_choice.mode")
+    if mode not in _ALLOWED_TOOLS_MODES:
+        raise invalid_request(
+            f"Invalid value: '{mode}'. Supported values are: 'auto' and 'required'.",
+            param="tool_choice.mode",
+            code="invalid_value",
+        )
+    tools = _required(choice, "tools", "tool_choice.tools")
+    if not isinstance(tools, list):
+        raise _invalid_type("tool_choice.tools", "an array", tools)
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _invalid_type(f"tool_choice.tools[{index}]", "an object", tool)
+        _required(tool, "type", f"tool_choice.tools[{index}].type")
+    return dict(choice)
 
 
 def _previous(response_id: str | None, lookup: ConversationLookup) -> Sequence[Item]:
