@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -251,18 +252,11 @@ class Agent:
         emit: Emit,
         stream: bool,
     ) -> RunResult:
-        if self._admission is None:
-            return await self._admitted_run(client, input, deps, emit, stream)
-        async with self._admission.get():
+        async with self._admission.get() if self._admission else contextlib.nullcontext():
             return await self._admitted_run(client, input, deps, emit, stream)
 
     async def _admitted_run(
-        self,
-        client: ResponsesClient,
-        input: str | Sequence[JSONObject],
-        deps: Any,
-        emit: Emit,
-        stream: bool,
+        self, client: ResponsesClient, input: str | Sequence[JSONObject], deps: Any, emit: Emit, stream: bool
     ) -> RunResult:
         run_id = uuid.uuid4().hex[:16]
         state = RunState(items=input_items(input))
