@@ -100,11 +100,7 @@ class Agent:
         expose_tool_exceptions: bool = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
-        runs = 1 if max_concurrent_runs is None else max_concurrent_runs
-        if min(max_turns, max_concurrency, max_threads, runs) < 1 or (max_retries or 0) < 0:
-            raise UsageError(
-                "max_turns, max_concurrency, max_threads, max_concurrent_runs must be >= 1, max_retries >= 0"
-            )
+        _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -131,15 +127,14 @@ class Agent:
         """Everything the runs share, read-only."""
         self._log = logger or silent_logger()
         self._admission = None if max_concurrent_runs is None else LoopLocalLimiter(max_concurrent_runs)
-        retry = retry or RetryPolicy()
         if max_retries is not None:
-            retry = dataclasses.replace(retry, max_retries=max_retries)
+            retry = dataclasses.replace(retry or RetryPolicy(), max_retries=max_retries)
         self._new_client = partial(
             ResponsesClient,
             base_url=self.base_url,
             api_key=_secret(api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")),
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            retry=retry,
+            retry=retry or RetryPolicy(),
             max_connections=max_connections,
             http_client=http_client,
             log=self._log,
@@ -273,6 +268,17 @@ class Agent:
             raise
         run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
         return result
+
+
+def _check_limits(
+    max_turns: int, max_concurrency: int, max_threads: int, max_runs: int | None, max_retries: int | None
+) -> None:
+    """Refuse limits that could never let a run finish."""
+    runs = 1 if max_runs is None else max_runs
+    if min(max_turns, max_concurrency, max_threads, runs) < 1 or (max_retries or 0) < 0:
+        raise UsageError(
+            "max_turns, max_concurrency, max_threads, max_concurrent_runs must be >= 1, max_retries >= 0"
+        )
 
 
 def _checked_url(url: str) -> str:
