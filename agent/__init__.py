@@ -16,6 +16,7 @@ async with Agent(model="gpt-4.1", tools=[add]) as agent:
 
 from agent._agent import Agent
 from agent._errors import (
+    AgentClosedError,
     AgentError,
     APIConnectionError,
     APIError,
@@ -31,7 +32,9 @@ from agent._errors import (
     ProtocolError,
     RateLimitError,
     ResponseFailedError,
+    ResponseTooLargeError,
     RunError,
+    RunTimeoutError,
     ToolDefinitionError,
     ToolError,
     UnansweredToolCallError,
@@ -53,6 +56,7 @@ from agent._events import (
     TurnFinished,
 )
 from agent._http import RetryPolicy
+from agent._limits import Limits
 from agent._logging import make_logger
 from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
@@ -65,6 +69,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "Agent",
+    "AgentClosedError",
     "AgentError",
     "ArgumentsDelta",
     "ArgumentsError",
@@ -73,6 +78,7 @@ __all__ = [
     "HookError",
     "Hooks",
     "InternalServerError",
+    "Limits",
     "MaxTurnsExceeded",
     "ModelResponded",
     "NotFoundError",
@@ -81,6 +87,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ResponseFailedError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "RunError",
     "RunEvent",
@@ -88,6 +95,7 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStream",
+    "RunTimeoutError",
     "StreamEvent",
     "StreamRestarted",
     "TextDelta",

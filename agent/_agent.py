@@ -22,6 +22,7 @@ from agent._errors import AgentError, UsageError
 from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
 from agent._execution import ExecutionSettings
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, shown_url
+from agent._limits import Limits
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
 from agent._registry import ToolLike, ToolRegistry
@@ -70,6 +71,10 @@ class Agent:
             the whole batch's when thousands are started together.
         expose_tool_exceptions: Send an unexpected tool exception's message to the model, not
             only its type (off by default: messages can hold secrets).
+        limits: Caps on what the endpoint and the model can make a run hold (see :class:`Limits`).
+        run_timeout: Seconds a whole run may take, retries and tools included (``None``: no
+            limit); past it the run is cancelled and :class:`RunTimeoutError` raised.
+        http2: Speak HTTP/2 where the endpoint offers it (needs ``pip install 'agent-runtime[http2]'``).
         logger: A structlog logger for the run's events; silent when not given.
     """
 
@@ -98,6 +103,9 @@ class Agent:
         max_connections: int = 512,
         max_concurrent_runs: int | None = None,
         expose_tool_exceptions: bool = False,
+        limits: Limits | None = None,
+        run_timeout: float | None = None,
+        http2: bool = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
@@ -105,6 +113,7 @@ class Agent:
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self.stream = stream
+        limits = limits or Limits()
         self.settings = LoopSettings(
             model=model,
             wire_tools=self._tools.wire(),
@@ -122,7 +131,10 @@ class Agent:
                 tool_timeout=tool_timeout,
                 thread_limiter=LoopLocalLimiter(max_threads),
                 expose_exception_messages=expose_tool_exceptions,
+                limits=limits,
             ),
+            limits=limits,
+            run_timeout=run_timeout,
         )
         """Everything the runs share, read-only."""
         self._log = logger or silent_logger()
@@ -136,6 +148,8 @@ class Agent:
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
             retry=retry or RetryPolicy(),
             max_connections=max_connections,
+            http2=http2,
+            limits=limits,
             http_client=http_client,
             log=self._log,
         )

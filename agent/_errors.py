@@ -15,12 +15,15 @@ Every error the runtime raises derives from :class:`AgentError`::
     │   │   └── InternalServerError       5xx
     │   ├── ResponseFailedError       HTTP 200 but the response has status "failed" (or a stream error event)
     │   └── ProtocolError             a reply that is not the Responses protocol (non-JSON, missing fields)
+    │       └── ResponseTooLargeError     a body, stream or event past one of the agent's Limits
     ├── RunError                      the loop cannot go on
     │   ├── MaxTurnsExceeded
+    │   ├── RunTimeoutError           the run passed its run_timeout
     │   └── HookError                 a hook you passed raised (the original is the __cause__)
     └── UsageError                    the caller's mistake, found before anything was sent
         ├── ToolDefinitionError       a tool that cannot be described or made strict
-        └── UnansweredToolCallError   a request would leave a function_call without its output
+        ├── UnansweredToolCallError   a request would leave a function_call without its output
+        └── AgentClosedError          the agent was closed (before or during the run)
 
 Errors that end a run carry what was done so far in :attr:`AgentError.partial_result`.
 
@@ -40,6 +43,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AgentClosedError",
     "AgentError",
     "AuthenticationError",
     "BadRequestError",
@@ -51,7 +55,9 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ResponseFailedError",
+    "ResponseTooLargeError",
     "RunError",
+    "RunTimeoutError",
     "ToolDefinitionError",
     "ToolError",
     "UnansweredToolCallError",
@@ -146,12 +152,20 @@ class ProtocolError(APIError):
     """The reply does not follow the Responses protocol (not JSON, missing fields, broken stream)."""
 
 
+class ResponseTooLargeError(ProtocolError):
+    """A reply passed one of the agent's :class:`~agent.Limits` (bytes, event size, items, depth)."""
+
+
 class RunError(AgentError):
     """The loop cannot go on."""
 
 
 class MaxTurnsExceeded(RunError):
     """The model still asked for tools after ``max_turns`` model responses."""
+
+
+class RunTimeoutError(RunError):
+    """The run was still going when its ``run_timeout`` passed; it was cancelled there."""
 
 
 class HookError(RunError):
@@ -172,6 +186,10 @@ class UnansweredToolCallError(UsageError):
     The endpoint answers such a request with HTTP 400 ("No tool output found for function
     call ..."), so it is refused before it is sent.
     """
+
+
+class AgentClosedError(UsageError):
+    """The agent was closed: no new run starts, and a run in flight fails at its next request."""
 
 
 class ToolError(Exception):

@@ -26,6 +26,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from agent._errors import ToolError
 from agent._events import Emit, ToolCallFinished, ToolCallStarted
+from agent._limits import DEFAULT_LIMITS, Limits
 from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, ToolCallRecord
 from agent._threads import LoopLocalLimiter, ThreadSlot
@@ -44,6 +45,7 @@ class ExecutionSettings:
     thread_limiter: LoopLocalLimiter
     """Worker threads for sync tools, counted until each thread really ends."""
     expose_exception_messages: bool = False
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from agent._errors import (
     ProtocolError,
     RateLimitError,
 )
+from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import PooledTransport
 from agent._result import JSONObject
 from agent._wire import ModelResponse, parse_response
@@ -117,6 +118,8 @@ class ResponsesClient:
         retry: RetryPolicy,
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = 512,
+        http2: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self.url = responses_url(base_url)
@@ -125,6 +128,8 @@ class ResponsesClient:
         self._auth = _BearerAuth(api_key) if api_key else None
         self._timeout = timeout
         self._retry = retry
+        self._limits = limits
+        self._http2 = http2
         self._owns_client = http_client is None
         self._http = http_client or _pooled_client(timeout, max_connections)
         self._log = log

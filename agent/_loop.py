@@ -21,6 +21,7 @@ from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseF
 from agent._events import Emit, ModelResponded, StreamRestarted, TurnFinished
 from agent._execution import CallBatch, ExecutionSettings, TurnScope
 from agent._http import ResponsesClient, StreamRead
+from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 from agent._stream import StreamReader
 from agent._wire import (
@@ -49,6 +50,9 @@ class LoopSettings:
     max_turns: int
     max_concurrency: int
     execution: ExecutionSettings
+    limits: Limits = DEFAULT_LIMITS
+    run_timeout: float | None = None
+    """Seconds a whole run may take (``None``: no limit); see :class:`RunTimeoutError`."""
 
     def request_body(self, state: RunState, *, stream: bool = False) -> JSONObject:
         """The next request of a run, from the run's state alone (deterministic)."""

@@ -10,8 +10,13 @@ __all__ = ["JSONObject", "OutcomeKind", "RunResult", "ToolCallRecord", "Usage"]
 JSONObject = dict[str, Any]
 """A JSON object as it crosses the wire (a Responses input or output item, a request body)."""
 
-OutcomeKind = Literal["ok", "invalid_arguments", "unknown_tool", "timeout", "cancelled", "tool_error"]
-"""How one tool call ended. Every kind but ``"ok"`` is sent to the model as an error output."""
+OutcomeKind = Literal[
+    "ok", "invalid_arguments", "unknown_tool", "timeout", "cancelled", "tool_error", "rejected"
+]
+"""How one tool call ended. Every kind but ``"ok"`` is sent to the model as an error output.
+
+``"rejected"``: the runtime did not run the call because a limit forbade it (e.g. more calls in
+one response than ``Limits.max_calls_per_response``)."""
 
 
 @dataclass(frozen=True, slots=True)
