@@ -18,7 +18,7 @@ import httpx
 from pydantic import SecretStr
 from structlog.typing import FilteringBoundLogger
 
-from agent._errors import AgentError, UsageError
+from agent._errors import AgentClosedError, AgentError, UsageError
 from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
 from agent._execution import ExecutionSettings
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, shown_url
@@ -109,6 +109,7 @@ class Agent:
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
+        _check_timeout(run_timeout)
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
@@ -178,13 +179,17 @@ class Agent:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; the agent refuses runs afterwards."""
+        """Close the connection pool; the agent refuses runs afterwards.
+
+        Runs still in flight fail at their next request with :class:`AgentClosedError`
+        (``partial_result`` set); runs waiting for admission fail as they are admitted.
+        """
         self._closed = True
         await self._client.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise UsageError("this Agent is closed")
+            raise AgentClosedError("this Agent is closed")
 
     async def run(
         self,
@@ -193,6 +198,7 @@ class Agent:
         deps: Any = None,
         hooks: Hooks | None = None,
         stream: bool | None = None,
+        run_timeout: float | None = None,
     ) -> RunResult:
         """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
 
@@ -202,14 +208,18 @@ class Agent:
             hooks: Callbacks on run start/end, model responses, tool start/end.
             stream: Stream the model's responses (default: the agent's ``stream``), so tools
                 start while the response is still being written; hooks see it all happen.
+            run_timeout: Seconds this run may take (default: the agent's ``run_timeout``).
 
         Raises:
             APIError: the endpoint failed (after retries), with ``partial_result`` set.
             MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
+            RunTimeoutError: the run passed its ``run_timeout``, with ``partial_result`` set.
+            AgentClosedError: the agent is closed, or was closed during the run.
         """
         self._check_open()
         emit = partial(dispatch_to_hooks, hooks)
-        return await self._run(self._client, input, deps, emit, self.stream if stream is None else stream)
+        stream = self.stream if stream is None else stream
+        return await self._run(self._client, input, deps, emit, stream, run_timeout)
 
     def run_stream(
         self,
@@ -217,6 +227,7 @@ class Agent:
         *,
         deps: Any = None,
         hooks: Hooks | None = None,
+        run_timeout: float | None = None,
     ) -> AbstractAsyncContextManager[RunStream]:
         """Run with streaming and iterate over the run's events as they happen::
 
@@ -226,12 +237,12 @@ class Agent:
             print(events.result.output)
 
         Leaving the ``async with`` early (``break``, an exception) cancels the run and its tools.
-        A slow consumer loses nothing: the run waits for it.
+        A slow consumer loses nothing: the run waits for it (and its ``run_timeout`` runs on).
         """
         self._check_open()
 
         async def start(emit: Emit) -> RunResult:
-            return await self._run(self._client, input, deps, emit, True)
+            return await self._run(self._client, input, deps, emit, True, run_timeout)
 
         return open_run_stream(start, hooks)
 
@@ -241,15 +252,19 @@ class Agent:
         *,
         deps: Any = None,
         hooks: Hooks | None = None,
+        run_timeout: float | None = None,
     ) -> RunResult:
         """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
         self._check_open()
-        return anyio.run(self._run_detached, input, deps, partial(dispatch_to_hooks, hooks))
+        emit = partial(dispatch_to_hooks, hooks)
+        return anyio.run(self._run_detached, input, deps, emit, run_timeout)
 
-    async def _run_detached(self, input: str | Sequence[JSONObject], deps: Any, emit: Emit) -> RunResult:
+    async def _run_detached(
+        self, input: str | Sequence[JSONObject], deps: Any, emit: Emit, run_timeout: float | None
+    ) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, input, deps, emit, self.stream)
+            return await self._run(client, input, deps, emit, self.stream, run_timeout)
         finally:
             await client.aclose()
 
@@ -260,12 +275,24 @@ class Agent:
         deps: Any,
         emit: Emit,
         stream: bool,
+        run_timeout: float | None,
     ) -> RunResult:
+        _check_timeout(run_timeout)
+        # The wait for admission is outside the run's deadline: run_timeout bounds the work of
+        # a run, not its place in the queue (wrap the call in anyio.fail_after for both).
         async with self._admission.get() if self._admission else contextlib.nullcontext():
-            return await self._admitted_run(client, input, deps, emit, stream)
+            self._check_open()
+            seconds = self.settings.run_timeout if run_timeout is None else run_timeout
+            return await self._admitted_run(client, input, deps, emit, stream, seconds)
 
     async def _admitted_run(
-        self, client: ResponsesClient, input: str | Sequence[JSONObject], deps: Any, emit: Emit, stream: bool
+        self,
+        client: ResponsesClient,
+        input: str | Sequence[JSONObject],
+        deps: Any,
+        emit: Emit,
+        stream: bool,
+        run_timeout: float | None,
     ) -> RunResult:
         run_id = uuid.uuid4().hex[:16]
         state = RunState(items=input_items(input))
@@ -273,7 +300,7 @@ class Agent:
         run.log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
         try:
             await emit(RunStarted(run_id=run_id, model=self.model))
-            result = await run.turns()
+            result = await run.turns_within(run_timeout)
             await emit(RunFinished(result))
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()
@@ -293,6 +320,12 @@ def _check_limits(
         raise UsageError(
             "max_turns, max_concurrency, max_threads, max_concurrent_runs must be >= 1, max_retries >= 0"
         )
+
+
+def _check_timeout(run_timeout: float | None) -> None:
+    """Refuse a run_timeout no run could meet (zero, negative, NaN)."""
+    if run_timeout is not None and not run_timeout > 0:
+        raise UsageError(f"run_timeout must be > 0 seconds (or None), got {run_timeout!r}")
 
 
 def _checked_url(url: str) -> str:

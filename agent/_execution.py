@@ -86,6 +86,11 @@ class CallBatch:
         """Whether any call has started (a streamed request is then not retried)."""
         return bool(self._started)
 
+    @property
+    def started_calls(self) -> tuple[FunctionCall, ...]:
+        """The calls started so far, in the order they started."""
+        return tuple(self._started.values())
+
     def start(self, call: FunctionCall) -> None:
         """Start ``call`` in the group, unless it already started."""
         if call.call_id not in self._started:
@@ -95,18 +100,21 @@ class CallBatch:
     async def _run(self, call: FunctionCall) -> None:
         self._records[call.call_id] = await execute_call(call, self._scope)
 
-    async def settle(self, calls: Sequence[FunctionCall] | None, why: str) -> list[ToolCallRecord]:
+    async def settle(
+        self, calls: Sequence[FunctionCall] | None, why: str, *, announce: bool = True
+    ) -> list[ToolCallRecord]:
         """One record per call of ``calls`` (default: those started), once the group is done.
 
         A call without a finished record (never started, or cancelled) gets a ``cancelled``
-        record saying ``why``, so every call still has exactly one output.
+        record saying ``why``, so every call still has exactly one output. ``announce=False``
+        emits nothing (and so never waits: a run being torn down can still settle).
         """
         records = []
         for call in self._started.values() if calls is None else calls:
             record = self._records.get(call.call_id)
             if record is None:
                 record = _unfinished(call, self._scope.turn, why)
-                if call.call_id in self._started:  # it was announced: announce its end too
+                if announce and call.call_id in self._started:  # announced: announce its end too
                     await self._scope.emit(ToolCallFinished(record))
             records.append(record)
         return records

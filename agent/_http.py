@@ -21,7 +21,10 @@ import structlog
 import tenacity
 from pydantic import SecretStr
 
+from agent._backoff import EndpointBackoff
 from agent._errors import (
+    AgentClosedError,
+    AgentError,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -37,7 +40,7 @@ from agent._errors import (
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import PooledTransport
 from agent._result import JSONObject
-from agent._wire import ModelResponse, parse_response
+from agent._wire import ModelResponse, failure_is_transient, parse_response
 
 __all__ = ["DEFAULT_TIMEOUT", "ResponsesClient", "RetryPolicy", "StreamRead"]
 
@@ -75,8 +78,14 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
 class RetryPolicy:
     """When and how long to wait before trying a failed request again.
 
-    Connection errors, timeouts, 408, 409, 429 and 5xx are retried with exponential backoff and
+    Connection errors, timeouts, 408, 409, 429, 5xx and responses that failed with a transient
+    code (``server_error``, ``rate_limit_exceeded``) are retried with exponential backoff and
     jitter; a server's ``Retry-After`` / ``retry-after-ms`` wins, capped at ``max_retry_after``.
+
+    The runs of one agent back off as one client (see ``agent._backoff``): a 429 or a
+    ``Retry-After`` pauses every request to the endpoint (``shared_pause``), and over any
+    ``budget_window`` seconds retries may number at most ``budget_min_retries`` plus
+    ``budget_ratio`` times the first attempts (``budget_ratio=None``: no budget).
     """
 
     max_retries: int = 2
@@ -84,6 +93,10 @@ class RetryPolicy:
     max_delay: float = 8.0
     jitter: float = 0.5
     max_retry_after: float = 60.0
+    shared_pause: bool = True
+    budget_ratio: float | None = 0.2
+    budget_min_retries: int = 10
+    budget_window: float = 10.0
 
     def delay(self, error: BaseException | None, attempt: int) -> float:
         """Seconds to sleep after failed attempt number ``attempt`` (1-based) failed with ``error``."""
@@ -97,13 +110,43 @@ class RetryPolicy:
         error = state.outcome.exception() if state.outcome else None
         return self.delay(error, state.attempt_number + offset)
 
+    def backoff(self) -> EndpointBackoff:
+        """A new shared pause and retry budget following this policy (one per endpoint client)."""
+        return EndpointBackoff(
+            window=self.budget_window,
+            ratio=self.budget_ratio,
+            min_retries=self.budget_min_retries,
+            jitter=self.jitter,
+        )
+
 
 def _jitter(limit: float) -> float:
     return random.uniform(0.0, limit) if limit > 0 else 0.0  # noqa: S311 - not for secrets
 
 
-def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, APIError) and error.transient
+Attempt = ModelResponse | BaseException
+"""What one attempt gave: a response (maybe a failed one) or the error it raised."""
+
+
+def _is_transient(outcome: Attempt) -> bool:
+    if isinstance(outcome, ModelResponse):
+        return outcome.status == "failed" and failure_is_transient(outcome.error)
+    return isinstance(outcome, APIError) and outcome.transient
+
+
+def _outcome_of(state: tenacity.RetryCallState) -> Attempt:
+    outcome = state.outcome
+    if outcome is None:  # pragma: no cover - tenacity sets it before asking
+        raise AssertionError("no outcome")
+    error = outcome.exception()
+    return error if error is not None else outcome.result()
+
+
+def _delivered(outcome: Attempt) -> ModelResponse:
+    """The attempt's response, or its error raised (the end of the retries)."""
+    if isinstance(outcome, ModelResponse):
+        return outcome
+    raise outcome
 
 
 class ResponsesClient:
@@ -133,12 +176,15 @@ class ResponsesClient:
         self._owns_client = http_client is None
         self._http = http_client or _pooled_client(timeout, max_connections)
         self._log = log
+        self._backoff = retry.backoff()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<ResponsesClient {self.shown_url}>"
 
     async def aclose(self) -> None:
-        """Close the connection pool, if this client created it."""
+        """Close the connection pool, if this client created it; refuse requests from now on."""
+        self._closed = True
         if self._owns_client:
             await self._http.aclose()
 
@@ -153,18 +199,22 @@ class ResponsesClient:
         """Send one request and return its response; the seam for one model request.
 
         With ``read_stream`` the reply is streamed (the body must ask for ``stream: true``) and
-        handed to it. Transient failures are retried while ``may_retry()`` holds: a stream
-        that fails after its tools started is not sent again.
+        handed to it. Transient failures (a failed response with a transient code included)
+        are retried while ``may_retry()`` holds: a stream that fails after its tools started is
+        not sent again. A failed response that is not retried is returned, for the loop to
+        keep; any other failure is raised.
         """
         # The first attempt goes out bare: most requests never fail, and the retry machinery
         # (objects in reference cycles) would be built per request for nothing.
+        self._backoff.attempt()
         try:
-            return await self._send(body, log, read_stream)
+            outcome: Attempt = await self._attempt(body, log, read_stream)
         except APIError as error:
-            if not (self._retry.max_retries and _is_transient(error) and may_retry()):
-                raise
-            pause = self._retry.delay(error, 1)
-            log.warning("model.retry", attempt=1, wait=round(pause, 3), error=str(error))
+            outcome = error
+        if not self._retries(outcome, 1, may_retry, log):
+            return _delivered(outcome)
+        pause = self._retry.delay(_error_of(outcome), 1)
+        log.warning("model.retry", attempt=1, wait=round(pause, 3), error=_describe(outcome))
         await anyio.sleep(pause)
         return await self._retry_send(body, log, read_stream, may_retry)
 
@@ -176,18 +226,61 @@ class ResponsesClient:
         may_retry: Callable[[], bool],
     ) -> ModelResponse:
         """Attempts 2 to ``max_retries + 1``, under tenacity, once the first has failed."""
+
+        def retries(state: tenacity.RetryCallState) -> bool:
+            return self._retries(_outcome_of(state), state.attempt_number + 1, may_retry, log)
+
         retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self._retry.max_retries),
             wait=lambda state: self._retry.wait(state, offset=1),
-            retry=tenacity.retry_if_exception(lambda error: _is_transient(error) and may_retry()),
+            retry=retries,
             sleep=anyio.sleep,
-            reraise=True,
             before_sleep=lambda state: _log_retry(log, state),
         )
+        response: ModelResponse | None = None
         async for attempt in retrying:
             with attempt:
-                return await self._send(body, log, read_stream)
-        raise AssertionError("unreachable")  # pragma: no cover
+                response = await self._attempt(body, log, read_stream)
+            outcome = attempt.retry_state.outcome
+            if outcome is not None and not outcome.failed:
+                attempt.retry_state.set_result(response)
+        # The loop ends by raising the last error, or here with the last (maybe failed) response.
+        if response is None:  # pragma: no cover - tenacity always makes one attempt
+            raise AssertionError("no attempt was made")
+        return response
+
+    def _retries(
+        self,
+        outcome: Attempt,
+        attempt: int,
+        may_retry: Callable[[], bool],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> bool:
+        """Whether attempt number ``attempt``, which gave ``outcome``, is tried again.
+
+        The retry budget is asked last, so only a retry that would really be made spends it.
+        """
+        if isinstance(outcome, ModelResponse) and outcome.status != "failed":
+            return False
+        if not (attempt <= self._retry.max_retries and _is_transient(outcome) and may_retry()):
+            return False
+        if self._backoff.try_retry():
+            return True
+        log.warning("model.retry_budget_exhausted", attempt=attempt, error=_describe(outcome))
+        return False
+
+    async def _attempt(
+        self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
+    ) -> ModelResponse:
+        """One request, sent once the endpoint's pause is over; a 429 pauses the endpoint."""
+        await self._backoff.wait_open()
+        if self._closed:
+            raise AgentClosedError("the agent was closed: this run cannot send its next request")
+        try:
+            return await self._send(body, log, read_stream)
+        except APIError as error:
+            if self._retry.shared_pause and (error.status == 429 or error.retry_after is not None):
+                self._backoff.pause(self._retry.delay(error, 1))
+            raise
 
     async def _send(
         self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
@@ -196,8 +289,8 @@ class ResponsesClient:
         log.debug("model.request", url=self.shown_url, stream=read_stream is not None)
         try:
             status, response = await self._exchange(body, read_stream)
-        except httpx.RequestError as exc:
-            error = _request_error(self.shown_url, exc)
+        except (httpx.RequestError, RuntimeError, anyio.ClosedResourceError) as exc:
+            error = self._request_failure(exc)
         else:
             log.info(
                 "model.response",
@@ -212,6 +305,19 @@ class ResponsesClient:
         # Raised out here, not in the except block: as the __context__ of our error, httpx's
         # exception would carry its request, and the request carries the key.
         raise error
+
+    def _request_failure(self, exc: Exception) -> AgentError:
+        """What a failed exchange means: the agent closed under the run, or httpx's error typed.
+
+        A pool closed by ``Agent.aclose`` fails a request in whatever way httpx or the pool
+        notices it first (``RuntimeError``, ``ClosedResourceError``, a read error).
+        """
+        closed = self._closed or self._http.is_closed or isinstance(exc, anyio.ClosedResourceError)
+        if closed:
+            return AgentClosedError("the agent was closed while this run was waiting for the model")
+        if not isinstance(exc, httpx.RequestError):
+            raise exc
+        return _request_error(self.shown_url, exc)
 
     def _request_auth(self) -> Any:
         # Without a key of ours, the client's own auth (if any) applies.
@@ -283,9 +389,22 @@ def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncC
 
 def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:
     """Log a retry of the tenacity loop, whose first attempt is the request's second."""
-    error = state.outcome.exception() if state.outcome else None
     wait = round(state.next_action.sleep, 3) if state.next_action else None
-    log.warning("model.retry", attempt=state.attempt_number + 1, wait=wait, error=str(error))
+    log.warning(
+        "model.retry", attempt=state.attempt_number + 1, wait=wait, error=_describe(_outcome_of(state))
+    )
+
+
+def _error_of(outcome: Attempt) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else None
+
+
+def _describe(outcome: Attempt) -> str:
+    """A failure as the retry log shows it."""
+    if isinstance(outcome, ModelResponse):
+        error = outcome.error or {}
+        return f"response {outcome.id} failed: {error.get('code')}: {error.get('message')}"
+    return str(outcome)
 
 
 def _json_body(reply: httpx.Response) -> Any:

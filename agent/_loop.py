@@ -8,6 +8,7 @@ order), so a recorded run can be replayed. It reaches the endpoint only through
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import anyio.abc
 import httpx
 from structlog.typing import FilteringBoundLogger
 
-from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseFailedError
+from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseFailedError, RunTimeoutError
 from agent._events import Emit, ModelResponded, StreamRestarted, TurnFinished
 from agent._execution import CallBatch, ExecutionSettings, TurnScope
 from agent._http import ResponsesClient, StreamRead
@@ -28,6 +29,7 @@ from agent._wire import (
     FunctionCall,
     ModelResponse,
     check_calls_answered,
+    failure_is_transient,
     function_call_output,
     request_body,
 )
@@ -120,6 +122,22 @@ class RunState:
 
 
 @dataclass(slots=True)
+class _TurnCalls:
+    """What a turn must answer however it ends: the calls started and the response accepted."""
+
+    calls: CallBatch | None = None
+    accepted: ModelResponse | None = None
+    recorded: bool = False
+
+    def to_answer(self) -> list[FunctionCall]:
+        """The accepted response's calls, then any started call it does not list."""
+        listed = list(self.accepted.function_calls) if self.accepted else []
+        known = {call.call_id for call in listed}
+        started = self.calls.started_calls if self.calls else ()
+        return listed + [call for call in started if call.call_id not in known]
+
+
+@dataclass(slots=True)
 class Run:
     """One run in progress: the agent's loop settings plus this run's client, state and outlets."""
 
@@ -131,12 +149,19 @@ class Run:
     log: FilteringBoundLogger
     stream: bool
 
+    async def turns_within(self, seconds: float | None) -> RunResult:
+        """:meth:`turns`, cancelled with :class:`RunTimeoutError` once ``seconds`` pass."""
+        if seconds is None:
+            return await self.turns()
+        with anyio.move_on_after(seconds):
+            return await self.turns()
+        raise RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
+
     async def turns(self) -> RunResult:
         limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
         for turn in range(1, self.settings.max_turns + 1):
             scope = TurnScope(self.settings.execution, limiter, self.deps, turn, self.log, self.emit)
-            response, records = await self.turn(scope)
-            self.state.add_records(records)
+            response, _ = await self.turn(scope)
             if response.status == "incomplete" or not response.function_calls:
                 return self.state.result()
         raise MaxTurnsExceeded(f"the model was still calling tools after {self.settings.max_turns} turns")
@@ -144,19 +169,32 @@ class Run:
     async def turn(self, scope: TurnScope) -> tuple[ModelResponse, list[ToolCallRecord]]:
         """One model response and its tool calls (started as they stream in, when streaming).
 
-        Every call of the response ends with one record. If the response fails, the calls that
-        had started are cancelled and recorded in the state, and the error is raised.
+        Every call of the response, and every call started from its stream, ends with one
+        record and one output in the state, however the turn ends (a failed response, a hook's
+        error, cancellation): the state can always be continued.
         """
         body = self.settings.request_body(self.state, stream=self.stream)
+        turn = _TurnCalls()
+        try:
+            return await self._turn(scope, body, turn)
+        except BaseException as exc:
+            if not turn.recorded and turn.calls is not None:
+                why = f"the run ended ({exc})" if isinstance(exc, AgentError) else "the run was cancelled"
+                self._record(turn, await turn.calls.settle(turn.to_answer(), why, announce=False))
+            raise
+
+    async def _turn(
+        self, scope: TurnScope, body: JSONObject, turn: _TurnCalls
+    ) -> tuple[ModelResponse, list[ToolCallRecord]]:
         failure: AgentError | None = None
         escaped: BaseException | None = None
         try:
             async with anyio.create_task_group() as group:
-                calls = CallBatch(group, scope)
+                calls = turn.calls = CallBatch(group, scope)
                 reader = self._stream_reader(scope.turn, calls) if self.stream else None
                 try:
                     response = await self.request_model(body, reader, may_retry=lambda: not calls.started)
-                    await self._accept(scope.turn, response)
+                    await self._accept(scope.turn, response, turn)
                 except AgentError as exc:
                     failure = exc
                     group.cancel_scope.cancel()
@@ -167,12 +205,21 @@ class Run:
         if escaped is not None:
             raise escaped  # outside the except block: keeps its own cause, gains no context
         if failure is not None:
-            self.state.records.extend(await calls.settle(None, f"the response failed ({failure})"))
+            self._record(turn, await calls.settle(turn.to_answer(), f"the response failed ({failure})"))
             raise failure
         why = f"the response was incomplete ({response.incomplete_reason or 'no reason given'})"
-        records = await calls.settle(response.function_calls, why)
+        records = await calls.settle(turn.to_answer(), why)
+        self._record(turn, records)
         await self.emit(TurnFinished(scope.turn, response.id, response.usage, len(records)))
         return response, records
+
+    def _record(self, turn: _TurnCalls, records: list[ToolCallRecord]) -> None:
+        """Put the turn's records and outputs in the state, with the calls no response listed."""
+        listed = {call.call_id for call in turn.accepted.function_calls} if turn.accepted else set()
+        started = turn.calls.started_calls if turn.calls else ()
+        self.state.items.extend(_item(call) for call in started if call.call_id not in listed)
+        self.state.add_records(records)
+        turn.recorded = True
 
     @staticmethod
     def _start_or_stop(response: ModelResponse, calls: CallBatch, group: anyio.abc.TaskGroup) -> None:
@@ -189,9 +236,14 @@ class Run:
         """The seam for one model request."""
         return await self.client.create(body, log=self.log, read_stream=read_stream, may_retry=may_retry)
 
-    async def _accept(self, turn: int, response: ModelResponse) -> None:
-        self.state.add_response(response)
+    async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> None:
+        """Keep ``response`` (its repeated call ids made one), then raise if it cannot go on."""
+        stored = self.settings.use_previous_response_id
+        calls.accepted, conflict = _one_call_per_id(response, stored=stored)
+        self.state.add_response(calls.accepted)
         await self.emit(ModelResponded(turn, response.id, response.status, response.usage, response.body))
+        if conflict is not None:
+            raise conflict
         _check_status(response)
 
     def _stream_reader(self, turn: int, calls: CallBatch) -> StreamRead:
@@ -228,6 +280,48 @@ def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0] if len(leaves) == 1 else errors
 
 
+def _item(call: FunctionCall) -> JSONObject:
+    """A started call's ``function_call`` item, as it streamed in."""
+    return call.model_dump(mode="json", exclude_none=True)
+
+
+def _one_call_per_id(response: ModelResponse, *, stored: bool) -> tuple[ModelResponse, ProtocolError | None]:
+    """``response`` with each repeated call id kept once, and the error its repeats make, if any.
+
+    A strict server refuses a conversation holding one call id twice, or answered twice. A
+    repeat that agrees with the first (same name and arguments) is dropped; one that disagrees,
+    or any repeat in a response the server stored (``previous_response_id``: its copy cannot be
+    mended), ends the turn with :class:`ProtocolError`.
+    """
+    calls = response.function_calls
+    if len({call.call_id for call in calls}) == len(calls):
+        return response, None
+    first: dict[str, FunctionCall] = {}
+    output: list[JSONObject] = []
+    conflict: ProtocolError | None = None
+    positions = iter(calls)
+    for item in response.output:
+        if item.get("type") != "function_call":
+            output.append(item)
+            continue
+        call = next(positions)
+        seen = first.setdefault(call.call_id, call)
+        if seen is call:
+            output.append(item)
+        elif conflict is None and (stored or (seen.name, seen.arguments) != (call.name, call.arguments)):
+            conflict = _repeated(call.call_id, stored=stored, body=response.body)
+    kept = dataclasses.replace(response, output=output, function_calls=tuple(first.values()))
+    return kept, conflict
+
+
+def _repeated(call_id: str, *, stored: bool, body: JSONObject) -> ProtocolError:
+    if stored:
+        why = "the server stored it, so previous_response_id cannot continue it"
+        return ProtocolError(f"the response repeats call id {call_id!r}; {why}", body=body)
+    why = "with different names or arguments: which one to run is unknown"
+    return ProtocolError(f"the response repeats call id {call_id!r} {why}", body=body)
+
+
 def _check_status(response: ModelResponse) -> None:
     """Raise for a response the loop cannot act on; ``incomplete`` ends the run normally."""
     if response.status in ("completed", "incomplete"):
@@ -238,6 +332,7 @@ def _check_status(response: ModelResponse) -> None:
             str(error.get("message") or f"the response {response.status}"),
             code=error.get("code") if isinstance(error.get("code"), str) else response.status,
             body=response.body,
+            transient=failure_is_transient(response.error),
         )
     raise ProtocolError(
         f"response status {response.status!r} (background responses are not supported)",

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from agent._errors import ProtocolError, ResponseFailedError
 from agent._events import ArgumentsDelta, Emit, StreamEvent, TextDelta
 from agent._result import JSONObject
-from agent._wire import FunctionCall, ModelResponse, parse_response
+from agent._wire import FunctionCall, ModelResponse, failure_is_transient, parse_response
 
 __all__ = ["StreamReader"]
 
@@ -142,5 +142,5 @@ def _failure(error: JSONObject) -> ResponseFailedError:
         code=str(code) if code is not None else None,
         error_type=str(error.get("type")) if error.get("type") else None,
         body=error,
-        transient=code == "server_error",
+        transient=failure_is_transient(error),
     )

@@ -21,6 +21,7 @@ __all__ = [
     "FunctionCall",
     "ModelResponse",
     "check_calls_answered",
+    "failure_is_transient",
     "function_call_output",
     "input_items",
     "parse_response",
@@ -107,6 +108,18 @@ def parse_response(body: Any) -> ModelResponse:
         error=envelope.error,
         incomplete_reason=incomplete.get("reason"),
     )
+
+
+_TRANSIENT_FAILURES = frozenset({"server_error", "rate_limit_exceeded"})
+
+
+def failure_is_transient(error: JSONObject | None) -> bool:
+    """Whether a failed response (or a stream's ``error`` event) may succeed if asked again.
+
+    One rule for both shapes the API reports a failure in: ``server_error`` and
+    ``rate_limit_exceeded`` are transient; anything else (``invalid_prompt``, quota) is not.
+    """
+    return isinstance(error, dict) and error.get("code") in _TRANSIENT_FAILURES
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -9,11 +9,13 @@ from functools import partial
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from agent import (
     Agent,
     MaxTurnsExceeded,
+    ProtocolError,
     ResponseFailedError,
     ToolContext,
     ToolError,
@@ -155,7 +157,7 @@ async def test_conversation_continues_from_result_items() -> None:
 async def test_failed_response_raises_typed_error_with_partial_result() -> None:
     """status "failed" raises ResponseFailedError with the server's code and message."""
     failed = response(status="failed", error={"code": "server_error", "message": "The model crashed"})
-    agent, _ = scripted_agent([failed])
+    agent, _ = scripted_agent([failed], max_retries=0)
     with pytest.raises(ResponseFailedError) as info:
         await agent.run("go")
     assert (info.value.code, info.value.message) == ("server_error", "The model crashed")
@@ -487,3 +489,141 @@ def test_impossible_limits_are_refused(options: dict[str, int]) -> None:
     """Limits that could never let a run finish are a UsageError at construction."""
     with pytest.raises(UsageError):
         Agent("m", **options)  # type: ignore[arg-type]
+
+
+def assert_continuable(items: list[dict[str, Any]]) -> None:
+    """Every function_call in ``items`` has exactly one function_call_output, after it."""
+    calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
+    outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
+    assert sorted(calls) == sorted(outputs)
+    assert len(set(calls)) == len(calls)
+
+
+def streamed_failure(body: dict[str, Any], code: str) -> Any:
+    """``body`` streamed as the API does, but ending in an ``error`` event and response.failed."""
+    from tests._support import sse_reply, stream_events
+
+    failed = {**body, "status": "failed", "error": {"code": code, "message": f"failed: {code}"}}
+    events = stream_events(body)[:-1]
+    events.append({"type": "error", "sequence_number": 98, "code": code, "message": f"failed: {code}"})
+    events.append({"type": "response.failed", "sequence_number": 99, "response": failed})
+    return sse_reply(events)
+
+
+@pytest.mark.asyncio
+async def test_failed_streamed_response_leaves_a_continuable_partial_result() -> None:
+    """Defect 7: a streamed response that fails after its eager call ran can be continued."""
+    call = function_call("echo", {"text": "ran"})
+    failing = streamed_failure(response(call, message("more")), "invalid_prompt")
+    agent, endpoint = scripted_agent([failing, response(message("continued"))], tools=[echo])
+    with pytest.raises(ResponseFailedError) as info:
+        await agent.run("go", stream=True)
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [(r.call_id, r.kind, r.output) for r in partial.tool_calls] == [(call["call_id"], "ok", "ran")]
+    assert_continuable(partial.items)
+    follow = await agent.run([*partial.items, {"role": "user", "content": "again"}])
+    assert (follow.output, outputs_of(endpoint.requests[1])) == ("continued", [(call["call_id"], "ran")])
+
+
+@pytest.mark.asyncio
+async def test_failed_response_answers_its_calls_cancelled() -> None:
+    """Defect 7: a failed (non-streamed) response's calls are answered "cancelled" in partial_result."""
+    calls = [function_call("echo", {"text": "a"}), function_call("add", {"a": 1, "b": 2})]
+    failed = response(*calls, status="failed", error={"code": "invalid_prompt", "message": "no"})
+    agent, _ = scripted_agent([failed], tools=[echo, add])
+    with pytest.raises(ResponseFailedError) as info:
+        await agent.run("go")
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [r.kind for r in partial.tool_calls] == ["cancelled", "cancelled"]
+    assert_continuable(partial.items)
+
+
+@pytest.mark.asyncio
+async def test_stream_cut_after_a_call_started_answers_the_call_that_ran() -> None:
+    """Defect 7: a stream cut with no terminal event keeps the call that ran, with its output."""
+    from tests._support import sse_text, stream_events
+
+    body = response(function_call("echo", {"text": "ran"}), message("more"))
+    events = stream_events(body)
+    cut = next(i for i, e in enumerate(events) if e["type"] == "response.output_item.done") + 1
+    reply = httpx.Response(200, headers={"content-type": "text/event-stream"}, text=sse_text(events[:cut]))
+    agent, _ = scripted_agent([reply], tools=[echo])
+    with pytest.raises(ProtocolError) as info:
+        await agent.run("go", stream=True)
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [(r.kind, r.output) for r in partial.tool_calls] == [("ok", "ran")]
+    assert_continuable(partial.items)
+    assert [i.get("type") for i in partial.items][1:] == ["function_call", "function_call_output"]
+
+
+@pytest.mark.asyncio
+async def test_hook_error_in_a_call_leaves_every_call_answered() -> None:
+    """A HookError raised at a call's start ends the run, every call answered in partial_result."""
+    from agent import HookError, Hooks
+
+    def refuse(event: Any) -> None:
+        if event.name == "add":
+            raise ValueError("no adding")
+
+    calls = [function_call("echo", {"text": "a"}), function_call("add", {"a": 1, "b": 2})]
+    agent, _ = scripted_agent([response(*calls)], tools=[echo, add])
+    with pytest.raises(HookError) as info:
+        await agent.run("go", hooks=Hooks(on_tool_start=refuse))
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [r.call_id for r in partial.tool_calls] == [c["call_id"] for c in calls]
+    assert_continuable(partial.items)
+
+
+@pytest.mark.asyncio
+async def test_duplicate_call_ids_are_answered_once() -> None:
+    """Defect 10: a call id repeated in one response runs once and is replayed and answered once."""
+    call = function_call("echo", {"text": "once"})
+    agent, endpoint = scripted_agent([response(call, dict(call)), response(message("ok"))], tools=[echo])
+    result = await agent.run("go")
+    follow = endpoint.requests[1]["input"]
+    assert [i.get("type", "message") for i in follow] == ["message", "function_call", "function_call_output"]
+    assert [r.output for r in result.tool_calls] == ["once"]
+
+
+@pytest.mark.asyncio
+async def test_disagreeing_duplicate_call_ids_end_the_turn_with_protocol_error() -> None:
+    """Defect 10: one call id with two different argument strings is a ProtocolError; nothing runs."""
+    first = function_call("echo", {"text": "a"})
+    second = {**first, "arguments": json.dumps({"text": "b"})}
+    agent, _ = scripted_agent([response(first, second)], tools=[echo])
+    with pytest.raises(ProtocolError, match=first["call_id"]) as info:
+        await agent.run("go")
+    partial = info.value.partial_result
+    assert partial is not None
+    assert [r.kind for r in partial.tool_calls] == ["cancelled"]
+    assert_continuable(partial.items)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True])
+async def test_failed_response_with_server_error_is_retried(stream: bool) -> None:
+    """Defect 9: a response.failed with code server_error is transient, streamed or not."""
+    from tests._support import sse_reply
+
+    failed = response(status="failed", error={"code": "server_error", "message": "boom"})
+    first = streamed_failure(failed, "server_error") if stream else failed
+    good = response(message("fine"))
+    agent, endpoint = scripted_agent([first, sse_reply(good) if stream else good])
+    result = await agent.run("go", stream=stream)
+    assert (result.output, len(endpoint.requests)) == ("fine", 2)
+
+
+@pytest.mark.asyncio
+async def test_failed_response_past_the_retries_stays_in_the_partial_result() -> None:
+    """Defect 9: when the retries run out the last failed response is kept in partial_result."""
+    failed = [response(status="failed", error={"code": "server_error", "message": "x"}) for _ in range(3)]
+    agent, endpoint = scripted_agent(failed, max_retries=2)
+    with pytest.raises(ResponseFailedError) as info:
+        await agent.run("go")
+    partial = info.value.partial_result
+    assert partial is not None
+    assert (len(endpoint.requests), partial.response_ids) == (3, (failed[2]["id"],))
