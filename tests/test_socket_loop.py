@@ -24,7 +24,7 @@ from agent import (
     ToolContext,
     tool,
 )
-from agent.localmodel import AutoPolicy, Fault, LocalModelServer, Policy, demo_script
+from agent.localmodel import AutoPolicy, Fault, Item, LocalModelServer, Policy, ResponseRequest, demo_script
 from builtin_tools import registry
 from tests._support import FAST_RETRY
 
@@ -201,3 +201,41 @@ async def test_auto_policy_exercises_a_users_own_tools() -> None:
     assert json.loads(outputs.pop("forecast")) == {"city": "example", "high": 21, "unit": "c"}
     assert outputs == {"word_count": "1", "greeting": "Ada greets example"}
     assert sorted(result.output.splitlines()) == sorted(f"{c.name}: {c.output}" for c in result.tool_calls)
+
+
+class RepeatingPolicy:
+    """Asks for one call twice under the same call id, then answers with what it got."""
+
+    def respond(self, request: ResponseRequest) -> list[Item]:
+        if request.rounds == 0:
+            call = {
+                "type": "function_call",
+                "call_id": "call_dup",
+                "name": "word_count",
+                "arguments": '{"text": "a b"}',
+            }
+            return [call, dict(call)]
+        outputs = list(request.tool_outputs.values())
+        return [{"type": "message", "content": f"got {outputs}"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.asyncio
+async def test_duplicate_call_ids_make_a_follow_up_the_strict_server_accepts(stream: bool) -> None:
+    """Defect 10: a repeated call id runs once, and the follow-up is one the local server accepts."""
+    async with served(RepeatingPolicy()) as server, agent_for(server, tools=[word_count]) as agent:
+        result = await agent.run("count", stream=stream)
+    assert (result.output, [call.output for call in result.tool_calls]) == ("got ['2']", ["2"])
+    assert len(server.requests) == 2
+
+
+@pytest.mark.asyncio
+async def test_duplicate_call_ids_in_a_stored_response_end_with_protocol_error() -> None:
+    """Defect 10: with previous_response_id the stored repeat cannot be mended: ProtocolError, one request."""
+    async with (
+        served(RepeatingPolicy()) as server,
+        agent_for(server, tools=[word_count], use_previous_response_id=True) as agent,
+    ):
+        with pytest.raises(ProtocolError, match="call_dup") as raised:
+            await agent.run("count")
+    assert (len(server.requests), raised.value.partial_result is not None) == (1, True)
