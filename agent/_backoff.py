@@ -48,6 +48,7 @@ class EndpointBackoff:
         self._slot_length = window / _SLOTS
         self._slots = [_Slot() for _ in range(_SLOTS)]
         self._paused_until = -math.inf
+        self._pause_length = 0.0
 
     @property
     def paused_for(self) -> float:
@@ -56,13 +57,19 @@ class EndpointBackoff:
 
     def pause(self, seconds: float) -> None:
         """Close the gate for ``seconds`` from now (a longer pause already set stands)."""
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._paused_until, self._pause_length = until, seconds
 
     async def wait_open(self) -> None:
-        """Return once the gate is open; a closed gate is left at a jittered moment after it opens."""
+        """Return once the gate is open; a closed gate is left at a jittered moment after it opens.
+
+        The waiters leave spread over as long as the pause lasted (at least ``jitter``): all of
+        them at once would be the storm the pause was for.
+        """
         while (wait := self.paused_for) > 0:
-            spread = random.uniform(0.0, self._jitter) if self._jitter > 0 else 0.0  # noqa: S311
-            await anyio.sleep(wait + spread)
+            spread = max(self._jitter, self._pause_length)
+            await anyio.sleep(wait + random.uniform(0.0, spread))  # noqa: S311 - not for secrets
 
     def attempt(self) -> None:
         """Count a first attempt (it earns the budget ``ratio`` of a retry)."""

@@ -627,3 +627,13 @@ async def test_failed_response_past_the_retries_stays_in_the_partial_result() ->
     partial = info.value.partial_result
     assert partial is not None
     assert (len(endpoint.requests), partial.response_ids) == (3, (failed[2]["id"],))
+
+
+@pytest.mark.asyncio
+async def test_failed_streamed_response_is_not_retried_once_a_call_started() -> None:
+    """Defect 9: a transient failure after an eager call started is not sent again (no call runs twice)."""
+    failing = streamed_failure(response(function_call("echo", {"text": "ran"})), "server_error")
+    agent, endpoint = scripted_agent([failing, response(message("never"))], tools=[echo])
+    with pytest.raises(ResponseFailedError) as info:
+        await agent.run("go", stream=True)
+    assert (len(endpoint.requests), info.value.transient) == (1, True)

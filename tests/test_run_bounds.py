@@ -232,3 +232,22 @@ async def test_closing_during_a_request_fails_the_run_at_its_next_request(stream
             await agent.aclose()
         requests = len(server.requests)
     assert ([type(f) for f in failures], requests) == ([AgentClosedError], 1)
+
+
+@pytest.mark.asyncio
+async def test_a_closed_pool_mid_request_is_agent_closed_error_not_retried() -> None:
+    """A pool that refuses work because it was closed (ClosedResourceError) ends the run typed."""
+    agent, endpoint = scripted_agent([anyio.ClosedResourceError(), response(message("no"))])
+    with pytest.raises(AgentClosedError):
+        await agent.run("go")
+    assert len(endpoint.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_closed_http_client_is_agent_closed_error() -> None:
+    """httpx's RuntimeError for a closed client becomes AgentClosedError."""
+    client = httpx.AsyncClient()
+    await client.aclose()
+    agent = Agent("m", base_url="http://127.0.0.1:9/v1", api_key="k", http_client=client)
+    with pytest.raises(AgentClosedError):
+        await agent.run("go")

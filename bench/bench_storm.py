@@ -1,0 +1,169 @@
+"""A 429 storm: many runs through one agent against an endpoint that rate-limits them.
+
+The endpoint is the local model server's app (``AutoPolicy``: each run is one request that
+echoes the prompt) behind a token bucket of ``--rate`` requests per second (burst: one second's
+worth). Past it, it answers 429 with ``Retry-After: --retry-after`` seconds, as a gateway does.
+It runs in-process (``httpx.ASGITransport``), each answer held ``--latency`` seconds as a network
+and a gateway would (so requests overlap and a 429 arrives after others were sent): what is
+measured is how many requests the agent sends, not how fast a socket carries them.
+
+``--runs`` runs start together through one agent, under three retry policies:
+
+- ``independent``: every run retries on its own clock (no shared pause, no retry budget),
+- ``shared pause``: a 429 pauses every request to the endpoint (no budget),
+- ``pause + budget``: the default ``RetryPolicy`` (shared pause and retry budget).
+
+For each: requests sent, runs that succeeded, runs that failed (and with what), requests per
+successful run, and the wall time. Run::
+
+    .venv/bin/python bench/bench_storm.py                       # 1,000 runs, 100 req/s, Retry-After 1 s
+    .venv/bin/python bench/bench_storm.py --max-retries 2       # the default number of retries
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+
+import anyio
+import httpx
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agent import Agent, AgentError, RetryPolicy
+from agent.localmodel import AutoPolicy, create_app
+
+
+class RateLimited:
+    """ASGI middleware: a token bucket in front of ``app``; past it, 429 with Retry-After."""
+
+    def __init__(self, app: ASGIApp, *, rate: float, retry_after: float, latency: float) -> None:
+        self._app = app
+        self._latency = latency
+        self._rate = rate
+        self._retry_after = retry_after
+        self._tokens = rate
+        self._last = time.monotonic()
+        self.requests = 0
+        self.limited = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        self.requests += 1
+        await anyio.sleep(self._latency)  # the network's and the gateway's time: requests overlap
+        if self._take():
+            await self._app(scope, receive, send)
+            return
+        self.limited += 1
+        await _too_many(send, self._retry_after)
+
+    def _take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+async def _too_many(send: Send, retry_after: float) -> None:
+    error = {"message": "Rate limit reached for requests.", "type": "requests", "code": "rate_limit_exceeded"}
+    body = json.dumps({"error": error}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", f"{retry_after:g}".encode()),
+        (b"retry-after-ms", str(round(retry_after * 1000)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    policy: str
+    requests: int
+    succeeded: int
+    failed: collections.Counter[str]
+    seconds: float
+
+    @property
+    def per_success(self) -> str:
+        return f"{self.requests / self.succeeded:.2f}" if self.succeeded else "-"
+
+
+async def storm(
+    name: str, policy: RetryPolicy, *, runs: int, rate: float, retry_after: float, latency: float
+) -> Outcome:
+    """``runs`` runs started together through one agent; what they cost and how they ended."""
+    server = RateLimited(create_app(AutoPolicy()), rate=rate, retry_after=retry_after, latency=latency)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(server), timeout=60)
+    agent = Agent("m", base_url="http://storm.test/v1", api_key="k", http_client=client, retry=policy)
+    succeeded = 0
+    failed: collections.Counter[str] = collections.Counter()
+
+    async def one(n: int) -> None:
+        nonlocal succeeded
+        try:
+            await agent.run(f"run {n}")
+        except AgentError as exc:
+            failed[type(exc).__name__] += 1
+        else:
+            succeeded += 1
+
+    started = time.perf_counter()
+    async with client, agent, anyio.create_task_group() as group:
+        for n in range(runs):
+            group.start_soon(one, n)
+    return Outcome(name, server.requests, succeeded, failed, time.perf_counter() - started)
+
+
+def policies(max_retries: int) -> list[tuple[str, RetryPolicy]]:
+    default = RetryPolicy(max_retries=max_retries)
+    return [
+        ("independent", replace(default, shared_pause=False, budget_ratio=None)),
+        ("shared pause", replace(default, budget_ratio=None)),
+        ("pause + budget", default),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second the endpoint takes")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="seconds its 429s ask to wait")
+    parser.add_argument("--max-retries", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
+    args = parser.parse_args()
+    print(
+        f"{args.runs} runs, endpoint {args.rate:g} req/s, Retry-After {args.retry_after:g} s, "
+        f"{args.latency * 1000:g} ms per answer, max_retries {args.max_retries}"
+    )
+    print(f"{'policy':<16}{'requests':>9}{'ok':>6}{'failed':>8}{'req/ok run':>12}{'wall s':>8}  failures")
+    for name, policy in policies(args.max_retries):
+        run = partial(
+            storm,
+            name,
+            policy,
+            runs=args.runs,
+            rate=args.rate,
+            retry_after=args.retry_after,
+            latency=args.latency,
+        )
+        result = anyio.run(run)
+        failures = ", ".join(f"{kind} {count}" for kind, count in result.failed.items()) or "-"
+        print(
+            f"{result.policy:<16}{result.requests:>9}{result.succeeded:>6}{sum(result.failed.values()):>8}"
+            f"{result.per_success:>12}{result.seconds:>8.1f}  {failures}"
+        )
+
+
+if __name__ == "__main__":
+    main()
