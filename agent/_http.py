@@ -36,6 +36,7 @@ from agent._errors import (
     PermissionDeniedError,
     ProtocolError,
     RateLimitError,
+    UsageError,
 )
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import PooledTransport
@@ -97,6 +98,13 @@ class RetryPolicy:
     budget_ratio: float | None = 0.2
     budget_min_retries: int = 10
     budget_window: float = 10.0
+
+    def __post_init__(self) -> None:
+        ratio_ok = self.budget_ratio is None or self.budget_ratio >= 0
+        if not (ratio_ok and self.budget_min_retries >= 0 and self.budget_window > 0):
+            raise UsageError(
+                "RetryPolicy needs budget_ratio >= 0 (or None), budget_min_retries >= 0, budget_window > 0"
+            )
 
     def delay(self, error: BaseException | None, attempt: int) -> float:
         """Seconds to sleep after failed attempt number ``attempt`` (1-based) failed with ``error``."""

@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from agent import Agent, RateLimitError, RetryPolicy
+from agent import Agent, RateLimitError, RetryPolicy, UsageError
 from agent._backoff import EndpointBackoff
 from tests._support import FAST_RETRY, Reply, error_reply, message, response, scripted_agent
 
@@ -126,3 +126,13 @@ async def test_shared_pause_can_be_switched_off() -> None:
     policy = RetryPolicy(initial_delay=0.0, jitter=0.0, shared_pause=False)
     await two_runs(timed_agent([limited, response(message("b")), response(message("a"))], sent, retry=policy))
     assert sent[1] - sent[0] < 0.25
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"budget_ratio": -0.1}, {"budget_min_retries": -1}, {"budget_window": 0.0}],
+)
+def test_impossible_budgets_are_refused(options: dict[str, Any]) -> None:
+    """A retry budget that cannot be counted is a UsageError when the policy is made."""
+    with pytest.raises(UsageError):
+        RetryPolicy(**options)
