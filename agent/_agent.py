@@ -61,8 +61,10 @@ class Agent:
         use_previous_response_id: Let the server keep the conversation: send only the new
             tool outputs and ``previous_response_id`` (needs a server that stores responses).
         stream: Stream responses by default (see :meth:`run`); :meth:`run_stream` always does.
-        max_retries: Retries of a transient failure (connection, 408, 409, 429, 5xx).
-        retry: Full retry policy (``max_retries`` overrides its count when both are given).
+        max_retries: Retries of a transient failure (connection, 408, 409, 429, 5xx, a response
+            that failed with ``server_error`` or ``rate_limit_exceeded``).
+        retry: Full retry policy (``max_retries`` overrides its count when both are given),
+            including the pause and retry budget all runs of this agent share.
         timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
         http_client: Your own ``httpx.AsyncClient`` (tests, proxies); you close it.
         max_connections: Requests in flight at once over the pool the agent creates.

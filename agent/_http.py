@@ -196,6 +196,10 @@ class ResponsesClient:
         if self._owns_client:
             await self._http.aclose()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AgentClosedError("the agent was closed: this run cannot send its next request")
+
     async def create(
         self,
         body: JSONObject,
@@ -280,9 +284,9 @@ class ResponsesClient:
         self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
     ) -> ModelResponse:
         """One request, sent once the endpoint's pause is over; a 429 pauses the endpoint."""
+        self._check_open()
         await self._backoff.wait_open()
-        if self._closed:
-            raise AgentClosedError("the agent was closed: this run cannot send its next request")
+        self._check_open()
         try:
             return await self._send(body, log, read_stream)
         except APIError as error:
@@ -322,7 +326,7 @@ class ResponsesClient:
         """
         closed = self._closed or self._http.is_closed or isinstance(exc, anyio.ClosedResourceError)
         if closed:
-            return AgentClosedError("the agent was closed while this run was waiting for the model")
+            return AgentClosedError("the agent (or its HTTP client) was closed during this request")
         if not isinstance(exc, httpx.RequestError):
             raise exc
         return _request_error(self.shown_url, exc)

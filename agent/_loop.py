@@ -193,8 +193,8 @@ class Run:
                 calls = turn.calls = CallBatch(group, scope)
                 reader = self._stream_reader(scope.turn, calls) if self.stream else None
                 try:
-                    response = await self.request_model(body, reader, may_retry=lambda: not calls.started)
-                    await self._accept(scope.turn, response, turn)
+                    received = await self.request_model(body, reader, may_retry=lambda: not calls.started)
+                    response = await self._accept(scope.turn, received, turn)
                 except AgentError as exc:
                     failure = exc
                     group.cancel_scope.cancel()
@@ -236,15 +236,17 @@ class Run:
         """The seam for one model request."""
         return await self.client.create(body, log=self.log, read_stream=read_stream, may_retry=may_retry)
 
-    async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> None:
-        """Keep ``response`` (its repeated call ids made one), then raise if it cannot go on."""
+    async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> ModelResponse:
+        """Keep ``response`` with its repeated call ids made one; raise if it cannot go on."""
         stored = self.settings.use_previous_response_id
-        calls.accepted, conflict = _one_call_per_id(response, stored=stored)
-        self.state.add_response(calls.accepted)
+        accepted, conflict = _one_call_per_id(response, stored=stored)
+        calls.accepted = accepted
+        self.state.add_response(accepted)
         await self.emit(ModelResponded(turn, response.id, response.status, response.usage, response.body))
         if conflict is not None:
             raise conflict
-        _check_status(response)
+        _check_status(accepted)
+        return accepted
 
     def _stream_reader(self, turn: int, calls: CallBatch) -> StreamRead:
         """Reads a streamed response, starting each eager tool's call as soon as it is complete."""
@@ -268,16 +270,25 @@ class Run:
 
 
 def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error inside (possibly nested) task-group errors, or the group if there are more."""
+    """The error to raise for (possibly nested) task-group errors.
+
+    The only one; else the first of ours (several calls' hooks can fail at once); else the group.
+    """
     leaves: list[BaseException] = []
     pending: list[BaseException] = [errors]
     while pending:
-        error = pending.pop()
+        error = pending.pop(0)
         if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
+            pending[:0] = error.exceptions
         else:
             leaves.append(error)
-    return leaves[0] if len(leaves) == 1 else errors
+    if len(leaves) == 1:
+        return leaves[0]
+    ours = [error for error in leaves if isinstance(error, AgentError)]
+    if not ours:
+        return errors
+    ours[0].add_note(f"({len(leaves) - 1} more error(s) ended this turn at the same time)")
+    return ours[0]
 
 
 def _item(call: FunctionCall) -> JSONObject:

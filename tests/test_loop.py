@@ -637,3 +637,22 @@ async def test_failed_streamed_response_is_not_retried_once_a_call_started() -> 
     with pytest.raises(ResponseFailedError) as info:
         await agent.run("go", stream=True)
     assert (len(endpoint.requests), info.value.transient) == (1, True)
+
+
+@pytest.mark.asyncio
+async def test_hook_error_in_a_streamed_call_leaves_every_call_answered() -> None:
+    """A HookError from an eager call's start, mid-stream, still leaves partial_result continuable."""
+    from agent import HookError, Hooks
+    from tests._support import sse_reply
+
+    def refuse(event: Any) -> None:
+        raise ValueError("no tools today")
+
+    body = response(function_call("echo", {"text": "a"}), function_call("add", {"a": 1, "b": 2}))
+    agent, _ = scripted_agent([sse_reply(body)], tools=[echo, add])
+    with pytest.raises(HookError) as info:
+        await agent.run("go", stream=True, hooks=Hooks(on_tool_start=refuse))
+    partial = info.value.partial_result
+    assert partial is not None
+    assert len(partial.tool_calls) >= 1
+    assert_continuable(partial.items)
