@@ -13,8 +13,9 @@ measured is how many requests the agent sends, not how fast a socket carries the
 - ``shared pause``: a 429 pauses every request to the endpoint (no budget),
 - ``pause + budget``: the default ``RetryPolicy`` (shared pause and retry budget).
 
-For each: requests sent, runs that succeeded, runs that failed (and with what), requests per
-successful run, and the wall time. Run::
+For each (the median of ``--repeat`` storms): requests sent, runs that succeeded, runs that
+failed (with ``RateLimitError``), requests per successful run (and its range), and the wall
+time. Run::
 
     .venv/bin/python bench/bench_storm.py                       # 1,000 runs, 100 req/s, Retry-After 1 s
     .venv/bin/python bench/bench_storm.py --max-retries 2       # the default number of retries
@@ -25,7 +26,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -92,10 +95,6 @@ class Outcome:
     failed: collections.Counter[str]
     seconds: float
 
-    @property
-    def per_success(self) -> str:
-        return f"{self.requests / self.succeeded:.2f}" if self.succeeded else "-"
-
 
 async def storm(
     name: str, policy: RetryPolicy, *, runs: int, rate: float, retry_after: float, latency: float
@@ -141,12 +140,16 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="seconds its 429s ask to wait")
     parser.add_argument("--max-retries", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
+    parser.add_argument("--repeat", type=int, default=3, help="storms per policy (the median is shown)")
     args = parser.parse_args()
     print(
         f"{args.runs} runs, endpoint {args.rate:g} req/s, Retry-After {args.retry_after:g} s, "
-        f"{args.latency * 1000:g} ms per answer, max_retries {args.max_retries}"
+        f"{args.latency * 1000:g} ms per answer, max_retries {args.max_retries}, "
+        f"median of {args.repeat}"
     )
-    print(f"{'policy':<16}{'requests':>9}{'ok':>6}{'failed':>8}{'req/ok run':>12}{'wall s':>8}  failures")
+    print(
+        f"{'policy':<16}{'requests':>9}{'ok':>6}{'failed':>8}{'req/ok run':>12}{'(range)':>13}{'wall s':>8}"
+    )
     for name, policy in policies(args.max_retries):
         run = partial(
             storm,
@@ -157,12 +160,20 @@ def main() -> None:
             retry_after=args.retry_after,
             latency=args.latency,
         )
-        result = anyio.run(run)
-        failures = ", ".join(f"{kind} {count}" for kind, count in result.failed.items()) or "-"
+        results = [anyio.run(run) for _ in range(args.repeat)]
+        ratios = sorted(r.requests / r.succeeded for r in results if r.succeeded)
+        spread = f"{ratios[0]:.2f}-{ratios[-1]:.2f}" if ratios else "-"
         print(
-            f"{result.policy:<16}{result.requests:>9}{result.succeeded:>6}{sum(result.failed.values()):>8}"
-            f"{result.per_success:>12}{result.seconds:>8.1f}  {failures}"
+            f"{name:<16}{_median(r.requests for r in results):>9.0f}"
+            f"{_median(r.succeeded for r in results):>6.0f}"
+            f"{_median(sum(r.failed.values()) for r in results):>8.0f}"
+            f"{_median(ratios) if ratios else float('nan'):>12.2f}{spread:>13}"
+            f"{_median(r.seconds for r in results):>8.1f}"
         )
+
+
+def _median(values: Iterable[float]) -> float:
+    return statistics.median(values)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,14 @@ async def test_a_closed_http_client_is_agent_closed_error() -> None:
     agent = Agent("m", base_url="http://127.0.0.1:9/v1", api_key="k", http_client=client)
     with pytest.raises(AgentClosedError):
         await agent.run("go")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_run_timeout_under_trio(anyio_backend: str) -> None:
+    """run_timeout cancels a hanging tool and raises RunTimeoutError under trio too."""
+    agent, _ = scripted_agent([response(function_call("hang"))], tools=[hang], tool_timeout=None)
+    with anyio.fail_after(5), pytest.raises(RunTimeoutError) as info:
+        await agent.run("go", run_timeout=0.1)
+    assert info.value.partial_result is not None
+    assert_continuable(info.value.partial_result.items)
