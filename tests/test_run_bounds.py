@@ -262,3 +262,34 @@ async def test_run_timeout_under_trio(anyio_backend: str) -> None:
         await agent.run("go", run_timeout=0.1)
     assert info.value.partial_result is not None
     assert_continuable(info.value.partial_result.items)
+
+
+@pytest.mark.asyncio
+async def test_runs_waiting_for_admission_fail_with_agent_closed_error() -> None:
+    """A run queued behind max_concurrent_runs when the agent closes fails as it is admitted."""
+    entered, release = anyio.Event(), anyio.Event()
+
+    @tool
+    async def hold() -> str:
+        """Hold the only admission slot until released."""
+        entered.set()
+        await release.wait()
+        return "held"
+
+    agent, endpoint = scripted_agent([response(function_call("hold"))], tools=[hold], max_concurrent_runs=1)
+    failures: list[type[BaseException]] = []
+
+    async def run() -> None:
+        try:
+            await agent.run("go")
+        except AgentClosedError as exc:
+            failures.append(type(exc))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+        await entered.wait()
+        group.start_soon(run)
+        await anyio.sleep(0.05)
+        await agent.aclose()
+        release.set()
+    assert (failures, len(endpoint.requests)) == ([AgentClosedError, AgentClosedError], 1)
