@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -136,3 +137,43 @@ def test_impossible_budgets_are_refused(options: dict[str, Any]) -> None:
     """A retry budget that cannot be counted is a UsageError when the policy is made."""
     with pytest.raises(UsageError):
         RetryPolicy(**options)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_429_storm_ends_every_run_typed_within_the_retry_budget() -> None:
+    """A 429 storm: every run ends ok or with RateLimitError, and no more is sent than the budget allows."""
+    runs = int(os.environ.get("AGENT_SOAK_RUNS", "50"))
+    tokens, last, sent = 10.0, time.monotonic(), 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal tokens, last, sent
+        sent += 1
+        await anyio.sleep(0.02)
+        now = time.monotonic()
+        tokens, last = min(10.0, tokens + (now - last) * 50), now
+        if tokens < 1:
+            return error_reply(429, "slow down", "rate_limit_exceeded", **{"retry-after": "0.2"})
+        tokens -= 1
+        return httpx.Response(200, json=response(message("ok")))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    policy = RetryPolicy(
+        max_retries=10, initial_delay=0.05, jitter=0.05, budget_ratio=0.2, budget_min_retries=10
+    )
+    agent = Agent("m", base_url="https://api.example.test/v1", api_key="k", http_client=client, retry=policy)
+    ended: list[str] = []
+
+    async def one() -> None:
+        try:
+            ended.append((await agent.run("go")).output)
+        except RateLimitError as exc:
+            ended.append("limited" if exc.partial_result is not None else "no partial result")
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for _ in range(runs):
+                group.start_soon(one)
+    assert sorted(set(ended)) <= ["limited", "ok"]
+    assert len(ended) == runs
+    assert sent <= runs + 10 + 0.2 * runs
