@@ -63,13 +63,15 @@ def responses_url(base_url: str) -> str:
 def shown_url(url: str) -> str:
     """``url`` without user info, query and fragment, which may hold credentials.
 
-    An URL that cannot be parsed is cut at the first ``?`` or ``#`` and up to its last ``@``.
+    An URL that cannot be parsed is shown only if it has no ``@``, ``?`` or ``#`` at all.
     """
     try:
         return str(httpx.URL(url).copy_with(userinfo=b"", query=None, fragment=None))
     except (httpx.InvalidURL, TypeError, ValueError):
-        head = re.split(r"[?#]", url, maxsplit=1)[0]
-        return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)?.*@", r"\1", head, flags=re.DOTALL)
+        return "(not shown: it may hold credentials)" if _MAY_HIDE.search(url) else url
+
+
+_MAY_HIDE = re.compile(r"[@?#]")
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
