@@ -105,6 +105,8 @@ class ReplyBody:
 
     async def aclose(self) -> None:
         """Close the reply, without reading more of it."""
+        if self._reply.is_closed and (self._ended or not self._started):
+            return  # read to its end (httpx closed it then) or never opened here: nothing to do
         with anyio.CancelScope(shield=True):
             await self._reply.aclose()
             if self._raw is not None and self._started and not self._ended:
