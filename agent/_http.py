@@ -1,7 +1,9 @@
 """The endpoint client: ``POST {base_url}/responses`` over httpx, with auth, retries, typed errors.
 
 :meth:`ResponsesClient.create` is the seam for one model request (retries included); the loop
-reaches the endpoint through it and nothing else.
+reaches the endpoint through it and nothing else. Request bodies are encoded here (see
+:func:`agent._wire.encode_request`); replies are read within the agent's ``Limits`` (see
+``agent._body``), and a redirect is an :class:`APIStatusError`, not followed.
 """
 
 from __future__ import annotations
