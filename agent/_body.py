@@ -49,11 +49,6 @@ class ReplyBody:
         self._started = False
         self._ended = False
 
-    @property
-    def size(self) -> int:
-        """Decoded bytes read so far."""
-        return self._size
-
     def __aiter__(self) -> Self:
         return self
 
@@ -91,7 +86,7 @@ class ReplyBody:
         return b"".join([chunk async for chunk in self])
 
     async def finish(self, grace: float) -> None:
-        """Read out what is left within ``grace`` seconds, unread, then close.
+        """Read what is left of the body (discarding it) for up to ``grace`` seconds, then close.
 
         A server ends the body right after its last event: reading that end lets the
         connection be used again. A server that keeps it open is not waited for longer.
