@@ -331,16 +331,24 @@ def _check_timeout(run_timeout: float | None) -> None:
 
 
 def _checked_url(url: str) -> str:
-    """Refuse a base URL httpx could never send to, before any run starts."""
+    """Refuse a base URL httpx could never send to, before any run starts.
+
+    The messages show the URL without user info and query, which may hold credentials.
+    """
+    shown = shown_url(url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise UsageError(f"invalid base_url {url!r}: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise UsageError(f"base_url must be an http:// or https:// URL, got {url!r}")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
-        raise UsageError(f"base_url has an impossible port: {url!r}")
-    return url
+        # httpx's reason may quote a piece of a password (a "/" in it moves the port).
+        reason = str(exc) if shown == url else "it cannot be parsed"
+        error = UsageError(f"invalid base_url {shown!r}: {reason}")
+    else:
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise UsageError(f"base_url must be an http:// or https:// URL, got {shown!r}")
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise UsageError(f"base_url has an impossible port: {shown!r}")
+        return url
+    raise error  # outside the except block: httpx's error may quote the URL
 
 
 def _secret(value: str | None) -> SecretStr | None:

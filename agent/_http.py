@@ -1,15 +1,17 @@
 """The endpoint client: ``POST {base_url}/responses`` over httpx, with auth, retries, typed errors.
 
 :meth:`ResponsesClient.create` is the seam for one model request (retries included); the loop
-reaches the endpoint through it and nothing else.
+reaches the endpoint through it and nothing else. Request bodies are encoded here (see
+:func:`agent._wire.encode_request`); replies are read within the agent's ``Limits`` (see
+``agent._body``), and a redirect is an :class:`APIStatusError`, not followed.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import tenacity
 from pydantic import SecretStr
 
 from agent._backoff import EndpointBackoff
+from agent._body import ACCEPT_ENCODING, ReplyBody
 from agent._errors import (
     AgentClosedError,
     AgentError,
@@ -36,12 +39,20 @@ from agent._errors import (
     PermissionDeniedError,
     ProtocolError,
     RateLimitError,
+    ResponseTooLargeError,
     UsageError,
 )
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import PooledTransport
 from agent._result import JSONObject
-from agent._wire import ModelResponse, failure_is_transient, parse_response
+from agent._wire import (
+    JSONRefused,
+    ModelResponse,
+    encode_request,
+    failure_is_transient,
+    load_json,
+    parse_response,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "ResponsesClient", "RetryPolicy", "StreamRead"]
 
@@ -52,7 +63,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 """Models can think for minutes before the first byte; connecting should take seconds."""
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
-_SSE_HEADERS = {"Accept": "text/event-stream"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+_SSE_HEADERS = {**_JSON_HEADERS, "Accept": "text/event-stream"}
 
 
 def responses_url(base_url: str) -> str:
@@ -62,8 +74,17 @@ def responses_url(base_url: str) -> str:
 
 
 def shown_url(url: str) -> str:
-    """``url`` without user info and query, which may hold credentials."""
-    return str(httpx.URL(url).copy_with(userinfo=b"", query=None))
+    """``url`` without user info, query and fragment, which may hold credentials.
+
+    An URL that cannot be parsed is shown only if it has no ``@``, ``?`` or ``#`` at all.
+    """
+    try:
+        return str(httpx.URL(url).copy_with(userinfo=b"", query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "(not shown: it may hold credentials)" if _MAY_HIDE.search(url) else url
+
+
+_MAY_HIDE = re.compile(r"[@?#]")
 
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
@@ -336,20 +357,35 @@ class ResponsesClient:
         return self._auth or httpx.USE_CLIENT_DEFAULT
 
     async def _exchange(self, body: JSONObject, read_stream: StreamRead | None) -> tuple[int, ModelResponse]:
-        if read_stream is None:
-            reply = await self._http.post(
-                self.url, json=body, auth=self._request_auth(), timeout=self._timeout
-            )
-            return reply.status_code, _parse(reply)
-        async with self._http.stream(
+        # Encoded here, not by httpx: model-written text may hold lone surrogates.
+        content = encode_request(body)
+        headers = _JSON_HEADERS if read_stream is None else _SSE_HEADERS
+        request = self._http.stream(
             "POST",
             self.url,
-            json=body,
+            content=content,
             auth=self._request_auth(),
-            headers=_SSE_HEADERS,
+            headers=headers,
             timeout=self._timeout,
-        ) as reply:
-            return reply.status_code, await _parse_stream(reply, read_stream)
+        )
+        async with request as reply:
+            if read_stream is not None and _is_event_stream(reply):
+                return reply.status_code, await read_stream(reply)
+            return reply.status_code, await self._read(reply)
+
+    async def _read(self, reply: httpx.Response) -> ModelResponse:
+        """A reply read whole, within ``max_response_bytes``: the response, or its typed error."""
+        limit = self._limits.max_response_bytes
+        async with ReplyBody(reply, limit=limit, limit_name="max_response_bytes") as body:
+            content = await body.read()
+        if 300 <= reply.status_code < 400:
+            raise _redirect_error(reply)
+        if reply.is_error:
+            _raise_status_error(reply, content, self._limits.max_json_depth)
+        parsed = _json_body(reply, content, self._limits.max_json_depth)
+        return parse_response(
+            parsed, max_output_items=self._limits.max_output_items, status=reply.status_code
+        )
 
 
 class _BearerAuth(httpx.Auth):
@@ -374,19 +410,9 @@ def _request_error(url: str, exc: httpx.RequestError) -> APIError:
     return APIConnectionError(f"cannot reach {url}: {exc or name}", transient=transient)
 
 
-def _parse(reply: httpx.Response) -> ModelResponse:
-    if reply.is_error:
-        _raise_status_error(reply)
-    return parse_response(_json_body(reply))
-
-
-async def _parse_stream(reply: httpx.Response, read_stream: StreamRead) -> ModelResponse:
-    """Hand an event stream to ``read_stream``; an error or a plain JSON reply is read whole."""
-    content_type = reply.headers.get("content-type", "")
-    if reply.is_error or "text/event-stream" not in content_type:
-        await reply.aread()
-        return _parse(reply)
-    return await read_stream(reply)
+def _is_event_stream(reply: httpx.Response) -> bool:
+    """A reply to read as a stream (an error or a plain JSON reply is read whole)."""
+    return reply.is_success and "text/event-stream" in reply.headers.get("content-type", "")
 
 
 def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
@@ -419,30 +445,38 @@ def _describe(outcome: Attempt) -> str:
     return str(outcome)
 
 
-def _json_body(reply: httpx.Response) -> Any:
+def _json_body(reply: httpx.Response, content: bytes, max_depth: int) -> Any:
     try:
-        return json.loads(reply.content)
-    except ValueError:
-        raise ProtocolError(
-            f"the endpoint answered HTTP {reply.status_code} with a body that is not JSON: {_snippet(reply)}",
-            status=reply.status_code,
-            request_id=reply.headers.get("x-request-id"),
-            transient=True,
-        ) from None
+        return load_json(content, max_depth=max_depth)
+    except JSONRefused as exc:
+        error = _refused(reply, content, exc)
+    raise error
 
 
-def _raise_status_error(reply: httpx.Response) -> NoReturn:
+def _refused(reply: httpx.Response, content: bytes, exc: JSONRefused) -> ProtocolError:
+    status, request_id = reply.status_code, reply.headers.get("x-request-id")
+    if exc.too_deep:
+        return ResponseTooLargeError(f"the body is {exc}", status=status, request_id=request_id)
+    return ProtocolError(
+        f"the endpoint answered HTTP {status} with a body that is not JSON ({exc}): {_snippet(content)}",
+        status=status,
+        request_id=request_id,
+        transient=True,
+    )
+
+
+def _raise_status_error(reply: httpx.Response, content: bytes, max_depth: int) -> NoReturn:
     status = reply.status_code
     error: JSONObject = {}
     try:
-        body: Any = json.loads(reply.content)
+        body: Any = load_json(content, max_depth=max_depth)
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             error = body["error"]
-    except ValueError:
-        body = reply.text
+    except JSONRefused:
+        body = content.decode("utf-8", "replace")
     cls = _STATUS_ERRORS.get(status, InternalServerError if status >= 500 else APIStatusError)
     raise cls(
-        str(error.get("message") or f"{reply.reason_phrase or 'error'}: {_snippet(reply)}"),
+        str(error.get("message") or f"{reply.reason_phrase or 'error'}: {_snippet(content)}"),
         status=status,
         code=_str_or_none(error.get("code")),
         error_type=_str_or_none(error.get("type")),
@@ -454,13 +488,25 @@ def _raise_status_error(reply: httpx.Response) -> NoReturn:
     )
 
 
+def _redirect_error(reply: httpx.Response) -> APIStatusError:
+    """A redirect is not followed (unless your own client does): base_url should be the final URL."""
+    location = reply.headers.get("location")
+    target = f" to {shown_url(location)}" if location else ""
+    return APIStatusError(
+        f"the endpoint redirected{target}; set base_url to the URL that answers",
+        status=reply.status_code,
+        request_id=reply.headers.get("x-request-id"),
+    )
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _snippet(reply: httpx.Response) -> str:
-    text = reply.text.strip().replace("\n", " ")
-    return (text[:200] + "...") if len(text) > 200 else (text or "(empty body)")
+def _snippet(content: bytes) -> str:
+    """The start of a body, for a message (never a copy of the whole body)."""
+    text = content[:800].decode("utf-8", "replace").strip().replace("\n", " ")
+    return (text[:200] + "...") if len(text) > 200 or len(content) > 800 else (text or "(empty body)")
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -264,7 +264,7 @@ class Run:
             reads += 1
             if reads > 1:
                 await self.emit(StreamRestarted(turn))
-            return await StreamReader(turn, self.emit, on_call).read(reply)
+            return await StreamReader(turn, self.emit, on_call, self.settings.limits).read(reply)
 
         return read
 

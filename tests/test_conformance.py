@@ -8,6 +8,7 @@ the server's ``call_id`` (see the caveat in INDEX.md about clients that echoed t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from pathlib import Path
@@ -328,3 +329,27 @@ async def test_every_recorded_streamed_call_is_run(exchange: dict[str, Any]) -> 
     assert sorted(ran) == sorted(c["call_id"] for c in calls)
     assert [r.call_id for r in partial.tool_calls] == [c["call_id"] for c in calls]
     assert all(r.kind == "ok" for r in partial.tool_calls)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "name", ["pydantic-ai-reasoning-summary-call-gpt5.json", "mirascope-reasoning-parallel-gpt5mini.json"]
+)
+async def test_recorded_reasoning_replayed_statelessly_asks_for_encrypted_content(name: str) -> None:
+    """With store: false, the request that replays the recorded reasoning item asks for its content."""
+    exchanges = load(CASES_DIR / name)["exchanges"]
+    first = exchanges[0]["request"]
+    outputs = recorded_outputs(exchanges)
+    agent, endpoint = scripted_agent(
+        [e["response"] for e in exchanges],
+        model=first["model"],
+        tools=replay_tools(first, outputs),
+        max_turns=len(exchanges),
+        extra_body={"store": False},
+    )
+    with contextlib.suppress(MaxTurnsExceeded):
+        await agent.run(first["input"])
+    replayed = [b for b in endpoint.requests if any(i.get("type") == "reasoning" for i in b["input"])]
+    assert replayed
+    assert all(body["include"] == ["reasoning.encrypted_content"] for body in replayed)
+    assert "include" not in endpoint.requests[0]

@@ -503,3 +503,24 @@ async def test_run_stream_keeps_the_hook_errors_cause() -> None:
     with pytest.raises(HookError) as info:
         await consume()
     assert isinstance(info.value.__cause__, KeyError)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [1, 7, 4096])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["LF", "CRLF", "CR"])
+async def test_any_line_break_and_any_chunking_read_the_same(newline: str, size: int) -> None:
+    """LF, CRLF or CR line breaks, cut anywhere (a CRLF between two chunks too), give the same run."""
+    call = function_call("echo", {"text": "é ü 工具"})
+    data = sse_text(stream_events(response(call, message("fin")))).replace("\n", newline).encode()
+
+    async def content() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    replies = [
+        httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content()),
+        sse_reply(response(message("done"))),
+    ]
+    agent, _ = scripted_agent(replies, tools=[echo])
+    result = await agent.run("go", stream=True)
+    assert (result.output, result.tool_calls[0].output) == ("done", "é ü 工具")
