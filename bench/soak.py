@@ -148,6 +148,8 @@ class Report:
     requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
+    errors_in_streamed_runs: int = 0
+    """Typed errors of streamed runs: a stream that fails once a tool started is not retried."""
     untyped: list[str] = field(default_factory=list)
     wrong_answers: int = 0
     executed_calls: int = 0
@@ -270,6 +272,7 @@ class Soak:
             except AgentError as exc:
                 self.latencies.append(time.perf_counter() - started)
                 self.outcomes[type(exc).__name__] += 1
+                self.report.errors_in_streamed_runs += stream
                 if exc.partial_result is not None:
                     self.records.extend(exc.partial_result.tool_calls)
                 return
@@ -387,6 +390,7 @@ def print_table(report: Report) -> None:
     row("outcomes", "")
     for kind, count in report.outcomes.items():
         row(f"  {kind}", count)
+    row("  of which in streamed runs", report.errors_in_streamed_runs)
     row("tool calls executed / recorded", f"{report.executed_calls} / {report.recorded_calls}")
     row(
         "ran twice / lost / recorded twice",

@@ -7,6 +7,7 @@ it as JSON or as a Server-Sent-Event stream. Every refusal is a `Rejection`, ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
@@ -334,7 +335,9 @@ async def _drop_mid_body(request: Request) -> None:
         raise httpx.RemoteProtocolError(_CUT)  # what httpx raises when a body stops short
     # Let what was sent leave the socket before closing it, or the client would see no body at all.
     await anyio.sleep(0.01)
-    await hook()
+    # The client may have left already (it timed out, or gave up): then there is nothing to close.
+    with contextlib.suppress(RuntimeError):
+        await hook()
 
 
 class _NoResponse(Response):
