@@ -16,9 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from pydantic_core import to_json
+from typer.testing import CliRunner
 
 from agent import Agent, AgentError, RetryPolicy, RunResult, UsageError, tool
+from agent import _cli as cli
 from agent._cli import _error_document
+from agent.localmodel import AutoPolicy, LocalModelServer
 from tests._support import capturing_logger, function_call, message, response
 
 KEY = "sk-proof-ZQ7xK9pLm2vB"
@@ -193,4 +196,16 @@ def test_no_secret_shows_in_a_refused_base_url(url: str) -> None:
     with pytest.raises(UsageError) as info:
         Agent("m", base_url=url, api_key=KEY)
     text = "\n".join(_texts_of_error(info.value))
+    assert [secret for secret in SECRETS if secret in text] == []
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["plain", "verbose"])
+def test_no_secret_shows_in_the_cli_json_error_document(verbose: bool) -> None:
+    """`agent run --json` refused with a 401 prints its error document and logs without secrets."""
+    with LocalModelServer(AutoPolicy(), api_key="sk-the-right-one") as server:
+        url = f"http://user:{PASSWORD}@127.0.0.1:{server.port}/v1?api-key={QUERY_KEY}"
+        args = ["run", "hi", "--json", "--no-stream", "--log-format", "json", *(["-v"] if verbose else [])]
+        done = CliRunner().invoke(cli.app, args, env={"OPENAI_BASE_URL": url, "OPENAI_API_KEY": KEY})
+    text = done.output + (done.stderr if done.stderr_bytes is not None else "") + repr(done.exception)
+    assert (done.exit_code != 0, "AuthenticationError" in text) == (True, True)
     assert [secret for secret in SECRETS if secret in text] == []
