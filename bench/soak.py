@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -46,7 +47,16 @@ import anyio.lowlevel
 import httpx
 import psutil
 
-from agent import Agent, AgentError, RetryPolicy, RunResult, ToolCallRecord, ToolContext, tool
+from agent import (
+    Agent,
+    AgentError,
+    RetryPolicy,
+    RunResult,
+    ToolCallRecord,
+    ToolCallStarted,
+    ToolContext,
+    tool,
+)
 from agent.localmodel import DEFAULT_MIX, AutoPolicy, Fault, FaultMix, LocalModelServer
 
 PROMPT = "Look up Paris, convert 12.5 and stamp 'soak', all at once."
@@ -147,10 +157,14 @@ class Report:
     """The allocation sites that grew most over the soak (tracemalloc, by line)."""
     requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    cancel_every: int = 0
+    """Every n-th streamed run is left early (0: none), through ``run_stream``."""
     outcomes: dict[str, int] = field(default_factory=dict)
     errors_in_streamed_runs: int = 0
     """Typed errors of streamed runs: a stream that fails once a tool started is not retried."""
     untyped: list[str] = field(default_factory=list)
+    resource_warnings: list[str] = field(default_factory=list)
+    """``ResourceWarning``s seen during the soak (an unclosed socket or transport, say)."""
     wrong_answers: int = 0
     executed_calls: int = 0
     recorded_calls: int = 0
@@ -191,6 +205,8 @@ class Report:
         for name in ("ran_twice", "lost", "recorded_twice", "ok_without_execution"):
             if ids := getattr(self, name):
                 problems.append(f"{len(ids)} calls {name.replace('_', ' ')}: {ids[:3]}")
+        if self.resource_warnings:
+            problems.append(f"{len(self.resource_warnings)} ResourceWarnings: {self.resource_warnings[:3]}")
         if any(self.leftovers.values()):
             problems.append(f"left over after aclose(): {self.leftovers}")
         if self.before and self.before.traced and self.memory_growth > MEMORY_SLACK:
@@ -211,6 +227,8 @@ class Soak:
         self.server = server
         self.read_timeout = read_timeout
         self.executions: Executions = Counter()
+        self.abandoned: Executions = Counter()
+        """Executions in runs left early: they may be unrecorded, never run twice."""
         self.records: list[ToolCallRecord] = []
         self.outcomes: Counter[str] = Counter()
         self.expected = ""
@@ -257,6 +275,7 @@ class Soak:
         self.account()
         self.records.clear()
         self.executions.clear()
+        self.abandoned.clear()
         self.latencies.clear()
         gc.collect()
         report.after_aclose = Resources.now(self.server.port)
@@ -265,9 +284,13 @@ class Soak:
     async def one_run(self, agent: Agent, index: int, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
             stream = index < self.report.streamed
+            every = self.report.cancel_every
             started = time.perf_counter()
             try:
                 with anyio.fail_after(120):
+                    if stream and every and index % every == 0:
+                        await self.leave_early(agent)
+                        return
                     result = await agent.run(PROMPT, deps=self.executions, stream=stream)
             except AgentError as exc:
                 self.latencies.append(time.perf_counter() - started)
@@ -283,6 +306,14 @@ class Soak:
             self.latencies.append(time.perf_counter() - started)
             self.accept(result)
 
+    async def leave_early(self, agent: Agent) -> None:
+        """A streamed run whose consumer leaves at the first tool call started (cancelling the run)."""
+        async with agent.run_stream(PROMPT, deps=self.abandoned) as events:
+            async for event in events:
+                if isinstance(event, ToolCallStarted):
+                    break
+        self.outcomes["left early"] += 1
+
     def accept(self, result: RunResult) -> None:
         self.records.extend(result.tool_calls)
         right = result.status == "completed" and result.output == self.expected
@@ -296,10 +327,11 @@ class Soak:
         ok = {record.call_id for record in self.records if record.kind == "ok"}
         report.executed_calls = sum(self.executions.values())
         report.recorded_calls = len(self.records)
-        report.ran_twice = sorted(cid for cid, n in self.executions.items() if n > 1)
+        everything = self.executions + self.abandoned
+        report.ran_twice = sorted(cid for cid, n in everything.items() if n > 1)
         report.lost = sorted(cid for cid in self.executions if recorded[cid] == 0)
         report.recorded_twice = sorted(cid for cid, n in recorded.items() if n > 1)
-        report.ok_without_execution = sorted(ok - set(self.executions))
+        report.ok_without_execution = sorted(ok - set(everything))
         report.outcomes = dict(self.outcomes.most_common())
         if self.latencies:
             quantiles = statistics.quantiles(self.latencies, n=100)
@@ -354,15 +386,29 @@ def run_soak(
     seed: int = 1,
     read_timeout: float = 2.0,
     trace_memory: bool = True,
+    cancel_every: int = 0,
 ) -> Report:
     """Run the soak and return its report (see the module docstring)."""
-    report = Report(runs=runs, streamed=runs // 2, concurrency=concurrency, fault_rate=fault_rate, seed=seed)
+    report = Report(
+        runs=runs,
+        streamed=runs // 2,
+        concurrency=concurrency,
+        fault_rate=fault_rate,
+        seed=seed,
+        cancel_every=cancel_every,
+    )
     if trace_memory:
         tracemalloc.start()
     server = ServerChild(fault_rate, seed)
     try:
         soak = Soak(report, server, read_timeout)
-        anyio.run(soak.main)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            anyio.run(soak.main)
+            gc.collect()
+        report.resource_warnings = [
+            str(w.message)[:200] for w in caught if issubclass(w.category, ResourceWarning)
+        ]
     finally:
         # The counts include the warm-up runs' requests, which drew from the mix too.
         faults = server.stop()
@@ -420,6 +466,9 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--read-timeout", type=float, default=2.0)
+    parser.add_argument(
+        "--cancel-every", type=int, default=0, help="leave every n-th streamed run early (run_stream)"
+    )
     parser.add_argument("--no-tracemalloc", action="store_true", help="faster; no memory check")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -434,6 +483,7 @@ def main() -> None:
         seed=args.seed,
         read_timeout=args.read_timeout,
         trace_memory=not args.no_tracemalloc,
+        cancel_every=args.cancel_every,
     )
     if args.json:
         print(report.as_json())

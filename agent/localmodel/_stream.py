@@ -68,10 +68,10 @@ async def sse_events(
             if item_delay and event["type"] == "response.output_text.delta":
                 await anyio.sleep(item_delay / 4)
             yield encode(event)
-        if truncate:
-            return
         if stall and index == 0:
             await anyio.sleep(stall)
+        if truncate:
+            return
     error = response.get("error")
     if error:
         # As recorded from the API: the fields nested under "error", the type repeating the code.
