@@ -35,7 +35,7 @@ from tests._support import function_call, message, response, sse_text, stream_ev
 MiB = 1024 * 1024
 KEY = "sk-hostile-key-0123456789"
 SMALL = Limits(max_response_bytes=MiB, max_event_bytes=MiB, max_stream_bytes=4 * MiB)
-TIME_BOUND = 10.0
+TIME_BOUND = 5.0
 MEMORY_BOUND = 48 * MiB
 
 
@@ -79,14 +79,26 @@ def _raw(content: bytes, content_type: str = "application/json", **headers: str)
 
 
 def _endless_stream() -> list[Reply]:
+    delta = {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "x" * 65536}
+
     async def forever() -> AsyncIterator[bytes]:
         first = stream_events(response(message("never finished")))[0]
         yield sse_text([first]).encode()
-        while True:
-            yield b"data: " + b"x" * 65536 + b"\n\n"
+        while True:  # valid events, each one unremarkable: only the stream's size gives it away
+            yield sse_text([delta]).encode()
             await anyio.lowlevel.checkpoint()
 
     return [httpx.Response(200, content=forever(), headers={"content-type": "text/event-stream"})]
+
+
+def _endless_body() -> list[Reply]:
+    async def practically_endless() -> AsyncIterator[bytes]:
+        yield b'{"id": "r", "output": [], "pad": "'
+        for _ in range(1024):  # 64 MiB: endless as far as a 1 MiB limit can tell
+            yield b"x" * 65536
+            await anyio.lowlevel.checkpoint()
+
+    return [httpx.Response(200, content=practically_endless(), headers={"content-type": "application/json"})]
 
 
 def _endless_comments() -> list[Reply]:
@@ -171,6 +183,7 @@ ROWS: dict[str, Any] = {
         lambda: _raw(b'{"id": "r", "output": [], "pad": "' + b"x" * (8 * MiB) + b'"}'),
         error=ResponseTooLargeError,
     ),
+    "endless body": Row(_endless_body, error=ResponseTooLargeError),
     "endless stream": Row(_endless_stream, error=ResponseTooLargeError, options={"stream": True}),
     "endless keep-alive comments": Row(
         _endless_comments, error=RunTimeoutError, options={"stream": True, "run_timeout": 1.0}
@@ -196,6 +209,7 @@ NEEDS = {
     "lone surrogate in a tool name": "needs wire: defect 14",
     "500 calls in one response": "needs exec: rejected past Limits.max_calls_per_response",
     "enormous body": "needs wire: defect 11 (body limit)",
+    "endless body": "needs wire: defect 11 (body limit)",
     "endless stream": "needs wire: defect 11 (stream limit)",
     "endless keep-alive comments": "needs loop: run_timeout",
     "gzip bomb": "needs wire: defect 11 (decompressed body limit)",
