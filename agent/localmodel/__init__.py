@@ -13,16 +13,18 @@ In-process, without a socket: `httpx.AsyncClient(transport=httpx.ASGITransport(c
 from ._app import create_app
 from ._auto import AutoPolicy, example_arguments
 from ._endpoint import Endpoint, endpoint_or_local
-from ._faults import Fault
+from ._faults import DEFAULT_MIX, Fault, FaultMix
 from ._policy import Policy, ScriptExhaustedError, ScriptPolicy, demo_script
 from ._request import Item, ResponseRequest
 from ._response import PolicyOutputError
 from ._server import LocalModelServer, serve
 
 __all__ = [
+    "DEFAULT_MIX",
     "AutoPolicy",
     "Endpoint",
     "Fault",
+    "FaultMix",
     "Item",
     "LocalModelServer",
     "Policy",

@@ -7,12 +7,13 @@ it as JSON or as a Server-Sent-Event stream. Every refusal is a `Rejection`, ren
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
 import threading
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -25,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ._errors import Rejection, invalid_request
-from ._faults import Fault, FaultPlan, response_error, status_rejection
+from ._faults import Fault, FaultMix, FaultPlan, response_error, status_rejection
 from ._policy import Policy
 from ._request import Item, ResponseRequest
 from ._response import IdFactory, build_response, finish_output
@@ -50,6 +51,8 @@ _NOT_JSON = (
     "valid JSON.)"
 )
 _INVALID = object()
+_PROXY_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+_CUT = "peer closed connection without sending complete message body"
 
 
 def create_app(
@@ -57,6 +60,7 @@ def create_app(
     *,
     stream_delay: float = 0.0,
     faults: Iterable[Fault] = (),
+    fault_mix: FaultMix | None = None,
     api_key: str | None = None,
     seed: int | None = None,
     max_stored: int = 10_000,
@@ -67,7 +71,8 @@ def create_app(
 
     In-process use needs no socket: `httpx.AsyncClient(transport=httpx.ASGITransport(app))`.
     `policy` decides the answers (it is not AI). `stream_delay` pauses that many seconds between
-    streamed output items. `faults` are consumed one per request (see `Fault`). Any non-empty bearer
+    streamed output items. `faults` are consumed one per request (see `Fault`); then `fault_mix`, if
+    given, fails a random share of the requests (see `FaultMix`). Any non-empty bearer
     key is accepted unless `api_key` is given. `seed` makes ids repeatable. At most `max_stored`
     responses, together at most `max_stored_bytes` of JSON (conversations included), are kept for
     `previous_response_id`, the least recently used evicted first; and the last `max_requests`
@@ -77,6 +82,7 @@ def create_app(
         policy,
         stream_delay=stream_delay,
         faults=faults,
+        fault_mix=fault_mix,
         api_key=api_key,
         seed=seed,
         max_stored=max_stored,
@@ -100,8 +106,10 @@ class ModelService:
         max_stored: int,
         max_stored_bytes: int,
         max_requests: int,
+        fault_mix: FaultMix | None = None,
     ) -> None:
-        self.plan = FaultPlan(faults)
+        self.plan = FaultPlan(faults, fault_mix)
+        self._injected: Counter[str] = Counter()
         self._policy = policy
         self._stream_delay = stream_delay
         self._api_key = api_key
@@ -126,6 +134,12 @@ class ModelService:
         with self._lock:
             received = list(self._requests)
         return [json.loads(raw) for raw in received]
+
+    @property
+    def injected_faults(self) -> dict[str, int]:
+        """How many requests got each fault so far, by its text form (e.g. `status=429;retry_after=0.2`)."""
+        with self._lock:
+            return dict(self._injected)
 
     async def create(self, request: Request) -> Response:
         """`POST /v1/responses`."""
@@ -164,16 +178,25 @@ class ModelService:
             raise status_rejection(fault)
         if body is _INVALID:
             raise invalid_request(_NOT_JSON)
+        if fault.not_json:
+            return Response(_PROXY_PAGE, media_type="text/html")
         if fault.malformed:
             return _malformed(isinstance(body, dict) and body.get("stream") is True)
         parsed = parse_request(body, self._store.history)
         answer = self._answer(parsed, fault)
-        if answer["store"] and not (parsed.stream and fault.truncate):
+        broken = fault.cut or (parsed.stream and fault.truncate)
+        if answer["store"] and not broken:
             self._store.put(StoredResponse(answer, parsed.input))
         if not parsed.stream:
+            if fault.cut or fault.stall:
+                return _broken_body(request, json.dumps(answer).encode(), fault)
             return JSONResponse(answer)
         delay = self._stream_delay if fault.stream_delay is None else fault.stream_delay
-        events = sse_events(answer, item_delay=delay, truncate=fault.truncate)
+        events = sse_events(
+            answer, item_delay=delay, truncate=fault.truncate or fault.cut, stall=fault.stall or 0.0
+        )
+        if fault.cut:
+            events = _then_drop(request, events)
         return StreamingResponse(events, media_type="text/event-stream")
 
     def _authenticate(self, request: Request) -> None:
@@ -192,7 +215,7 @@ class ModelService:
 
     def _fault(self, request: Request, body: object) -> Fault:
         """The plan's next fault, overridden by the request header, then by the metadata."""
-        fault = self.plan.next()
+        fault = self.plan.next(stream=isinstance(body, dict) and body.get("stream") is True)
         metadata = body.get("metadata") if isinstance(body, dict) else None
         sources = [
             ("x-localmodel-fault header", request.headers.get("x-localmodel-fault")),
@@ -207,6 +230,9 @@ class ModelService:
                     fault = fault.merged(Fault.parse(spec))
                 except ValueError as exc:
                     raise invalid_request(f"Invalid {where}: {exc}.") from None
+        if fault != Fault():
+            with self._lock:
+                self._injected[str(fault)] += 1
         return fault
 
     def _answer(self, request: ResponseRequest, fault: Fault) -> Item:
@@ -276,6 +302,42 @@ async def _drop(request: Request) -> Response:
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
     await hook()
     return _NoResponse()
+
+
+def _broken_body(request: Request, body: bytes, fault: Fault) -> Response:
+    """A JSON answer whose `content-length` promises all of `body`: half of it is sent, then the
+    connection is closed (`cut`) or the rest follows after a pause (`stall`)."""
+    half = len(body) // 2
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body[:half]
+        if fault.stall:
+            await anyio.sleep(fault.stall)
+        if fault.cut:
+            await _drop_mid_body(request)
+            return
+        yield body[half:]
+
+    headers = {"content-length": str(len(body))}
+    return StreamingResponse(chunks(), media_type="application/json", headers=headers)
+
+
+async def _then_drop(request: Request, events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """`events`, then the connection closed under them (no clean end of the stream)."""
+    async for event in events:
+        yield event
+    await _drop_mid_body(request)
+
+
+async def _drop_mid_body(request: Request) -> None:
+    hook: DropHook | None = request.scope.get("extensions", {}).get(DROP_EXTENSION)
+    if hook is None:
+        raise httpx.RemoteProtocolError(_CUT)  # what httpx raises when a body stops short
+    # Let what was sent leave the socket before closing it, or the client would see no body at all.
+    await anyio.sleep(0.01)
+    # The client may have left already (it timed out, or gave up): then there is nothing to close.
+    with contextlib.suppress(RuntimeError):
+        await hook()
 
 
 class _NoResponse(Response):

@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._app import DROP_EXTENSION, ModelService
-from ._faults import Fault
+from ._faults import Fault, FaultMix
 from ._policy import Policy
 from ._request import Item
 
@@ -52,6 +52,7 @@ class LocalModelServer:
         port: int = 0,
         stream_delay: float = 0.0,
         faults: Iterable[Fault] = (),
+        fault_mix: FaultMix | None = None,
         api_key: str | None = None,
         seed: int | None = None,
         max_stored: int = 10_000,
@@ -64,6 +65,7 @@ class LocalModelServer:
             policy,
             stream_delay=stream_delay,
             faults=faults,
+            fault_mix=fault_mix,
             api_key=api_key,
             seed=seed,
             max_stored=max_stored,
@@ -104,6 +106,11 @@ class LocalModelServer:
         does not grow without bound; older bodies are dropped.
         """
         return self._service.requests
+
+    @property
+    def injected_faults(self) -> dict[str, int]:
+        """How many requests got each fault so far, by its text form (`str(fault)`)."""
+        return self._service.injected_faults
 
     def add_faults(self, *faults: Fault) -> None:
         """Queue faults for the coming requests, after any still pending."""

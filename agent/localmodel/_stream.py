@@ -34,12 +34,14 @@ _MAX_TEXT_CHUNKS = 16
 _ARGUMENT_CHUNKS = 4
 
 
-async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> AsyncIterator[str]:
+async def sse_events(
+    response: Item, *, item_delay: float, truncate: bool, stall: float = 0.0
+) -> AsyncIterator[str]:
     """The encoded events of a finished `response`, pausing `item_delay` seconds between items
     (and a quarter of it between text deltas, so that an answer visibly streams).
 
     With `truncate`, the stream ends after the first output item and never completes, as when a
-    connection is cut mid-answer.
+    connection is cut mid-answer. With `stall`, it pauses that many seconds after the first item.
     """
     sequence = 0
 
@@ -66,6 +68,8 @@ async def sse_events(response: Item, *, item_delay: float, truncate: bool) -> As
             if item_delay and event["type"] == "response.output_text.delta":
                 await anyio.sleep(item_delay / 4)
             yield encode(event)
+        if stall and index == 0:
+            await anyio.sleep(stall)
         if truncate:
             return
     error = response.get("error")
