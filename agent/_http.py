@@ -87,6 +87,29 @@ def shown_url(url: str) -> str:
 _MAY_HIDE = re.compile(r"[@?#]")
 
 
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of ``url`` that may be credentials (user info, query, fragment), longest first.
+
+    An error message from below (httpx, a proxy, a custom transport) may quote the URL it was
+    sent to; these are what :func:`redact` takes out of it.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return ()
+    parts = {parsed.userinfo.decode(errors="replace"), parsed.username, parsed.password or ""}
+    parts |= {parsed.query.decode(errors="replace"), parsed.fragment}
+    parts |= {value for _, value in parsed.params.multi_items()}
+    return tuple(sorted((part for part in parts if len(part) > 2), key=len, reverse=True))
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -197,6 +220,7 @@ class ResponsesClient:
         self.url = responses_url(base_url)
         self.shown_url = shown_url(self.url)
         """The URL as logs and errors show it: no credentials, no query."""
+        self._url_secrets = url_secrets(self.url) + ((api_key.get_secret_value(),) if api_key else ())
         self._auth = _BearerAuth(api_key) if api_key else None
         self._timeout = timeout
         self._retry = retry
@@ -350,7 +374,7 @@ class ResponsesClient:
             return AgentClosedError("the agent (or its HTTP client) was closed during this request")
         if not isinstance(exc, httpx.RequestError):
             raise exc
-        return _request_error(self.shown_url, exc)
+        return _request_error(self.shown_url, exc, self._url_secrets)
 
     def _request_auth(self) -> Any:
         # Without a key of ours, the client's own auth (if any) applies.
@@ -399,15 +423,19 @@ class _BearerAuth(httpx.Auth):
         yield request
 
 
-def _request_error(url: str, exc: httpx.RequestError) -> APIError:
-    """httpx's failures (before or during a reply, streams included) as our typed errors."""
+def _request_error(url: str, exc: httpx.RequestError, secrets: tuple[str, ...] = ()) -> APIError:
+    """httpx's failures (before or during a reply, streams included) as our typed errors.
+
+    Their messages may quote the request's URL: whatever in it may be a credential is taken out.
+    """
     name = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return APITimeoutError(f"{url} timed out ({name})", transient=True)
+    detail = redact(str(exc) or name, secrets)
     if isinstance(exc, httpx.DecodingError):
-        return ProtocolError(f"{url} sent a body that cannot be decoded: {exc}", transient=True)
+        return ProtocolError(f"{url} sent a body that cannot be decoded: {detail}", transient=True)
     transient = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
-    return APIConnectionError(f"cannot reach {url}: {exc or name}", transient=transient)
+    return APIConnectionError(f"cannot reach {url}: {detail}", transient=transient)
 
 
 def _is_event_stream(reply: httpx.Response) -> bool:

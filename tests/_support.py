@@ -117,10 +117,14 @@ class ScriptedEndpoint:
             raise reply
         if isinstance(reply, httpx.Response):
             return reply
-        return httpx.Response(200, json=reply)
+        # ASCII-escaped, as a real server must send text that UTF-8 cannot carry (lone surrogates).
+        return httpx.Response(200, content=json.dumps(reply).encode(), headers=_JSON)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+
+_JSON = {"content-type": "application/json"}
 
 
 def scripted_agent(replies: Iterable[Reply], **options: Any) -> tuple[Agent, ScriptedEndpoint]:

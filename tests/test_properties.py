@@ -188,7 +188,6 @@ def test_escaped_lone_surrogates_end_in_an_outcome_or_a_typed_error(lone: str) -
     _check_outcomes(outcome)
 
 
-@pytest.mark.xfail(strict=True, reason="needs wire: defect 14 (lone surrogates)")
 @settings(PROPERTY, max_examples=10)
 @given(lone=LONE)
 def test_raw_lone_surrogates_end_in_an_outcome_or_a_typed_error(lone: str) -> None:

@@ -150,7 +150,6 @@ async def test_no_secret_shows_under_failure(failure: str, stream: bool) -> None
     assert [secret for secret in SECRETS if secret in text] == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs wire: defect 13 (URL credentials inside a transport error)")
 @pytest.mark.asyncio
 async def test_no_secret_shows_when_a_transport_error_names_the_url() -> None:
     """A transport whose error message quotes the request URL does not leak its credentials."""
@@ -185,7 +184,6 @@ async def test_no_secret_shows_when_the_connection_is_refused() -> None:
     assert [secret for secret in SECRETS if secret in text] == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs wire: defect 13 (credentials in base_url echoed)")
 @pytest.mark.parametrize(
     "url",
     [f"https://user:{PASSWORD}@{HOST}:99999/v1?api-key={QUERY_KEY}", f"ftp://user:{PASSWORD}@{HOST}/v1"],
