@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,7 @@ class Tool(Generic[P, R]):
     ) -> None:
         self.function = function
         self.eager = eager
-        self.name: str = name or str(getattr(function, "__name__", ""))
-        if not self.name.replace("_", "a").replace("-", "a").isalnum() or len(self.name) > 64:
-            raise ToolDefinitionError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+        self.name: str = _checked_name(getattr(function, "__name__", "") if name is None else name)
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
         self.limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
@@ -151,6 +150,16 @@ class Tool(Generic[P, R]):
         if self.context_param:
             arguments = {**arguments, self.context_param: context}
         return partial(self.function, **arguments)
+
+
+_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _checked_name(name: object) -> str:
+    """The name as given, if the API accepts it (``str.isalnum`` would let ``météo`` through)."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ToolDefinitionError(f"tool name {name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+    return name
 
 
 def _refuse_constant(name: str) -> Any:
