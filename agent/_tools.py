@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -25,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
+from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
 from agent._threads import LoopLocalLimiter
 
-__all__ = ["ArgumentsError", "Tool", "ToolContext", "tool"]
+__all__ = ["ArgumentsError", "Tool", "ToolContext", "safe_str", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,7 +53,8 @@ class ToolContext(Generic[DepsT]):
     emit: Emit | None = field(default=None, repr=False)
     """Where :meth:`report` sends progress (the run's event stream and hooks)."""
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    """Set when the call timed out or the run was cancelled; see :attr:`cancelled`."""
+    """Set once the runtime is done with the call (it timed out, the run was cancelled, or its
+    outcome is out); see :attr:`cancelled`."""
     loop: anyio.lowlevel.EventLoopToken | None = field(default=None, repr=False)
     """The run's event loop, for :meth:`report_from_thread`."""
 
@@ -66,13 +69,26 @@ class ToolContext(Generic[DepsT]):
             await self.emit(ToolProgress(self.turn, self.call_id, self.tool_name, data))
 
     def report_from_thread(self, data: Any) -> None:
-        """:meth:`report` for sync tools, which run in worker threads; waits until delivered."""
-        if self.emit is not None and self.loop is not None and not self.cancelled:
+        """:meth:`report` for sync tools, which run in worker threads; waits until delivered.
+
+        Like :meth:`report`, nothing is reported (and nothing raised) once the runtime is done
+        with the call, even when the run's event loop has closed since.
+        """
+        if self.emit is None or self.loop is None or self.cancelled:
+            return
+        try:
             anyio.from_thread.run(self.report, data, token=self.loop)
+        except RuntimeError:  # the loop closed (trio's RunFinishedError is one too)
+            if not self.cancelled:
+                raise
+
+    def finish(self) -> None:
+        """Called by the runtime when the call's outcome is out: later reports are dropped."""
+        self.cancel_event.set()
 
     @property
     def cancelled(self) -> bool:
-        """Whether the runtime has given up on this call: a sync tool should check it and stop.
+        """Whether the runtime is done with this call: a sync tool should check it and stop.
 
         A sync tool runs in a worker thread that Python cannot interrupt; after a timeout the
         run moves on without it, and this flag is how the tool learns to stop early.
@@ -81,7 +97,22 @@ class ToolContext(Generic[DepsT]):
 
 
 class ArgumentsError(ValueError):
-    """The model's arguments do not fit the tool's schema; ``str()`` is written for the model."""
+    """The model's arguments do not fit the tool's schema; ``str()`` is written for the model.
+
+    ``detail`` may say more, for the application only (``ToolCallRecord.error``).
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
 
 
 class Tool(Generic[P, R]):
@@ -135,15 +166,27 @@ class Tool(Generic[P, R]):
             "strict": self.strict,
         }
 
-    def validate(self, arguments: str) -> dict[str, Any]:
-        """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad."""
+    def validate(self, arguments: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+        """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad.
+
+        Nothing else is raised, whatever the model wrote: arguments over ``limits``
+        (``max_argument_bytes``, ``max_json_depth``), NaN and infinite numbers, and a validator
+        that breaks on them (any exception, not just ``ValueError``) are all ``ArgumentsError``.
+        """
+        parsed = _parse(arguments, limits)
         try:
-            parsed = json.loads(arguments, parse_constant=_refuse_constant) if arguments.strip() else {}
-        except ValueError as exc:
-            raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise ArgumentsError("arguments must be a JSON object")
-        return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
+            return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
+        except ArgumentsError:
+            raise
+        except RecursionError:
+            raise ArgumentsError(
+                "arguments could not be validated: the validator raised RecursionError "
+                "(are they nested too deeply?)"
+            ) from None
+        except Exception as exc:  # a validator that was not written for this input
+            kind = type(exc).__name__
+            message = f"arguments could not be validated: the validator raised {kind}"
+            raise ArgumentsError(message, detail=f"{message}: {safe_str(exc)}") from None
 
     def bind(self, arguments: dict[str, Any], context: ToolContext[Any]) -> Callable[[], Any]:
         """The call to make, with validated arguments and the context injected if asked for."""
@@ -162,8 +205,62 @@ def _checked_name(name: object) -> str:
     return name
 
 
+def _parse(arguments: str, limits: Limits) -> dict[str, Any]:
+    """The arguments as a JSON object, within ``limits``; the size is checked before parsing."""
+    size = _utf8_size(arguments, limits.max_argument_bytes)
+    if size > limits.max_argument_bytes:
+        raise ArgumentsError(
+            f"arguments are {size} bytes, more than the limit of {limits.max_argument_bytes}: "
+            "send less data per call"
+        )
+    if not arguments.strip():
+        return {}
+    depth_message = f"arguments are nested more than {limits.max_json_depth} levels deep"
+    try:
+        parsed = json.loads(arguments, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:  # the C scanner recurses once per level
+        raise ArgumentsError(depth_message) from None
+    except ValueError as exc:
+        raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ArgumentsError("arguments must be a JSON object")
+    # Fewer brackets than the limit cannot nest past it: the walk is for the rare large case.
+    brackets = arguments.count("{") + arguments.count("[")
+    if brackets > limits.max_json_depth and _deeper_than(parsed, limits.max_json_depth):
+        raise ArgumentsError(depth_message)
+    return parsed
+
+
+def _utf8_size(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text``, or a lower bound when even 4 bytes a character stay within
+    ``limit`` (a lone surrogate counts its 3 bytes, as in a surrogate escape)."""
+    if len(text) * 4 <= limit:
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests arrays and objects more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 def _wire_schema(
@@ -268,10 +365,21 @@ def _make_model(function: Callable[..., Any], fields: dict[str, Any]) -> type[Ba
 
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for error in exc.errors(include_url=False):
+    for error in exc.errors(include_url=False)[:_MAX_ERRORS]:
         location = ".".join(str(part) for part in error["loc"]) or "arguments"
         lines.append(f"{location}: {error['msg']}")
-    return "invalid arguments: " + "; ".join(lines)
+    return _summary(lines, exc.error_count())
+
+
+_MAX_ERRORS = 10
+_MAX_LINE = 200
+
+
+def _summary(lines: list[str], total: int) -> str:
+    """The errors for the model: the first few, each cut short (a message may quote the input)."""
+    shown = [line if len(line) <= _MAX_LINE else line[:_MAX_LINE] + "..." for line in lines[:_MAX_ERRORS]]
+    more = f"; and {total - len(shown)} more" if total > len(shown) else ""
+    return "invalid arguments: " + "; ".join(shown) + more
 
 
 class _SchemaValidator(_Validator):
@@ -287,10 +395,10 @@ class _SchemaValidator(_Validator):
         self._validator = validator_class(schema)
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
+        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.path])
         if errors:
             lines = [f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors]
-            raise ArgumentsError("invalid arguments: " + "; ".join(lines))
+            raise ArgumentsError(_summary(lines, len(lines)))
         return arguments
 
 

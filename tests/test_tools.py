@@ -272,12 +272,12 @@ def test_bad_arguments_are_described_for_the_model(arguments: str, message: str)
 
 
 def test_non_finite_numbers_are_refused() -> None:
-    """1e400 parses as infinity in Python; a float parameter refuses it."""
+    """1e400 would parse as infinity in Python; it is refused while parsing, for every tool."""
 
     def scale(factor: float) -> None:
         """Scale."""
 
-    with pytest.raises(ArgumentsError, match="factor: Input should be a finite number"):
+    with pytest.raises(ArgumentsError, match="1e400 is not a finite number"):
         tool(scale).validate('{"factor": 1e400}')
 
 
