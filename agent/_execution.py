@@ -72,7 +72,8 @@ class TurnScope:
 class CallBatch:
     """One turn's tool calls: started one by one as they arrive, all finished with the group.
 
-    Calls run concurrently in ``group``; a call id started twice runs once. :meth:`settle`
+    Calls run concurrently in ``group``; a call id started twice runs once. Calls past
+    ``Limits.max_calls_per_response`` are not run: each gets a ``rejected`` record. :meth:`settle`
     gives every call exactly one record, in the order asked for, never in completion order.
     """
 
@@ -81,6 +82,8 @@ class CallBatch:
         self._scope = scope
         self._records: dict[str, ToolCallRecord] = {}
         self._started: dict[str, FunctionCall] = {}
+        self._seen: dict[str, FunctionCall] = {}
+        """Every call given to :meth:`start`, run or rejected, in arrival order."""
 
     @property
     def started(self) -> bool:
@@ -88,39 +91,60 @@ class CallBatch:
         return bool(self._started)
 
     def start(self, call: FunctionCall) -> None:
-        """Start ``call`` in the group, unless it already started."""
-        if call.call_id not in self._started:
+        """Start ``call`` in the group, unless it already started or the response's cap is reached."""
+        if call.call_id in self._seen:
+            return
+        self._seen[call.call_id] = call
+        if len(self._started) < self._scope.settings.limits.max_calls_per_response:
             self._started[call.call_id] = call
             self._group.start_soon(self._run, call)
 
     async def _run(self, call: FunctionCall) -> None:
-        self._records[call.call_id] = await execute_call(call, self._scope)
+        # execute_call in its steps, so that a hook raising at the end cannot lose the record.
+        await announce(call, self._scope)
+        record = self._records[call.call_id] = await run_call(call, self._scope)
+        await self._scope.emit(ToolCallFinished(record))
 
     async def settle(self, calls: Sequence[FunctionCall] | None, why: str) -> list[ToolCallRecord]:
-        """One record per call of ``calls`` (default: those started), once the group is done.
+        """One record per call of ``calls`` (default: every call given to :meth:`start`), once
+        the group is done.
 
-        A call without a finished record (never started, or cancelled) gets a ``cancelled``
-        record saying ``why``, so every call still has exactly one output.
+        A call past the cap gets a ``rejected`` record; any other call without a finished record
+        (never started, or cancelled) a ``cancelled`` one saying ``why``, so every call still
+        has exactly one output.
         """
         records = []
-        for call in self._started.values() if calls is None else calls:
+        for call in self._seen.values() if calls is None else calls:
             record = self._records.get(call.call_id)
-            if record is None:
+            if record is None and call.call_id in self._seen and call.call_id not in self._started:
+                record = self._rejected(call)
+            elif record is None:
                 record = _unfinished(call, self._scope.turn, why)
                 if call.call_id in self._started:  # it was announced: announce its end too
                     await self._scope.emit(ToolCallFinished(record))
             records.append(record)
         return records
 
+    def _rejected(self, call: FunctionCall) -> ToolCallRecord:
+        cap = self._scope.settings.limits.max_calls_per_response
+        message = (
+            f"not run: the response asked for {len(self._seen)} tool calls, "
+            f"more than max_calls_per_response ({cap})"
+        )
+        return _not_run(call, self._scope.turn, "rejected", message)
+
 
 def _unfinished(call: FunctionCall, turn: int, why: str) -> ToolCallRecord:
-    message = f"tool {call.name!r} was not run to its end: {why}"
+    return _not_run(call, turn, "cancelled", f"tool {_shown(call.name)} was not run to its end: {why}")
+
+
+def _not_run(call: FunctionCall, turn: int, kind: OutcomeKind, message: str) -> ToolCallRecord:
     return ToolCallRecord(
         name=call.name,
         call_id=call.call_id,
         arguments=call.arguments,
-        output=_error_text("cancelled", message),
-        kind="cancelled",
+        output=_error_text(kind, message),
+        kind=kind,
         error=message,
         duration=0.0,
         turn=turn,

@@ -12,13 +12,13 @@ from pydantic import BaseModel, field_validator
 
 from agent import HookError, Hooks, Limits, ToolContext, ToolError, tool
 from agent._events import RunEvent, ToolCallFinished, ToolCallStarted, dispatch_to_hooks
-from agent._execution import ExecutionSettings, TurnScope, execute_call
+from agent._execution import CallBatch, ExecutionSettings, TurnScope, execute_call
 from agent._logging import silent_logger
 from agent._registry import ToolRegistry
 from agent._result import ToolCallRecord
 from agent._threads import LoopLocalLimiter
 from agent._wire import FunctionCall
-from tests._support import function_call, message, response, scripted_agent
+from tests._support import function_call, message, response, scripted_agent, sse_reply
 
 
 class Strict(BaseModel):
@@ -419,3 +419,69 @@ def test_report_from_thread_after_the_loop_closed_is_dropped() -> None:
 
     threading.Thread(target=report_late, daemon=True).start()
     assert done.wait(2)
+
+
+# --- more calls in one response than max_calls_per_response --------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_calls_past_the_cap_are_rejected_in_call_order(stream: bool) -> None:
+    """The first max_calls_per_response calls run; each later one gets one rejected output."""
+    calls = [function_call("echo", {"text": str(n)}) for n in range(5)]
+    replies: list[Any] = [response(*calls), response(message("done"))]
+    if stream:
+        replies = [sse_reply(response(*calls)), sse_reply(response(message("done")))]
+    agent, endpoint = scripted_agent(
+        replies, tools=TOOLS, limits=Limits(max_calls_per_response=2), stream=stream
+    )
+    result = await agent.run("go")
+    assert [r.kind for r in result.tool_calls] == ["ok", "ok", "rejected", "rejected", "rejected"]
+    sent = [i for i in endpoint.requests[1]["input"] if i.get("type") == "function_call_output"]
+    assert [i["call_id"] for i in sent] == [c["call_id"] for c in calls]
+    error = json.loads(sent[4]["output"])["error"]
+    assert error == {
+        "type": "rejected",
+        "message": "not run: the response asked for 5 tool calls, more than max_calls_per_response (2)",
+    }
+
+
+@pytest.mark.asyncio
+async def test_rejected_calls_do_not_run() -> None:
+    """A rejected call's tool is never called."""
+    ran: list[int] = []
+
+    @tool
+    def count(n: int) -> int:
+        """Count a call."""
+        ran.append(n)
+        return n
+
+    calls = [function_call("count", {"n": n}) for n in range(4)]
+    agent, _ = scripted_agent(
+        [response(*calls), response(message("done"))], tools=[count], limits=Limits(max_calls_per_response=3)
+    )
+    await agent.run("go")
+    assert sorted(ran) == [0, 1, 2]
+
+
+@pytest.mark.asyncio
+async def test_record_is_kept_when_the_end_hook_raises() -> None:
+    """A call that ran keeps its record in the batch even when on_tool_end raises."""
+    hooks = Hooks(on_tool_end=failing_hook)
+
+    async def emit(event: RunEvent) -> None:
+        await dispatch_to_hooks(hooks, event)
+
+    scope = make_scope(emit=emit)
+    batches: list[CallBatch] = []
+
+    async def run_batch() -> None:
+        async with anyio.create_task_group() as group:
+            batches.append(CallBatch(group, scope))
+            batches[0].start(call_of("echo", '{"text": "hi"}'))
+
+    with pytest.raises(ExceptionGroup):
+        await run_batch()
+    batch = await batches[0].settle(None, "the run ended")
+    assert [(r.kind, r.output) for r in batch] == [("ok", "hi")]
