@@ -217,7 +217,7 @@ def _parse(arguments: str, limits: Limits) -> dict[str, Any]:
         return {}
     depth_message = f"arguments are nested more than {limits.max_json_depth} levels deep"
     try:
-        parsed = json.loads(arguments, parse_constant=_refuse_constant, parse_float=_finite_float)
+        parsed = _DECODER.decode(arguments)
     except RecursionError:  # the C scanner recurses once per level
         raise ArgumentsError(depth_message) from None
     except ValueError as exc:
@@ -261,6 +261,10 @@ def _finite_float(text: str) -> float:
     if math.isinf(value):
         raise ValueError(f"{text} is not a finite number")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+"""One decoder for all calls (``json.loads`` with options builds a new one each time)."""
 
 
 def _wire_schema(
