@@ -8,6 +8,7 @@ A tool's JSON schema is computed once, when it is defined: from the signature an
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import math
 import re
@@ -379,11 +380,12 @@ _MAX_ERRORS = 10
 _MAX_LINE = 200
 
 
-def _summary(lines: list[str], total: int) -> str:
+def _summary(lines: list[str], total: int, *, more: bool = False) -> str:
     """The errors for the model: the first few, each cut short (a message may quote the input)."""
     shown = [line if len(line) <= _MAX_LINE else line[:_MAX_LINE] + "..." for line in lines[:_MAX_ERRORS]]
-    more = f"; and {total - len(shown)} more" if total > len(shown) else ""
-    return "invalid arguments: " + "; ".join(shown) + more
+    if total > len(shown):
+        return "invalid arguments: " + "; ".join(shown) + f"; and {total - len(shown)} more"
+    return "invalid arguments: " + "; ".join(shown) + ("; and more" if more else "")
 
 
 class _SchemaValidator(_Validator):
@@ -399,10 +401,12 @@ class _SchemaValidator(_Validator):
         self._validator = validator_class(schema)
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: [str(p) for p in e.path])
-        if errors:
+        # Only the first few: each error costs, and a hostile array can make one per item.
+        found = list(itertools.islice(self._validator.iter_errors(arguments), _MAX_ERRORS + 1))
+        if found:
+            errors = sorted(found[:_MAX_ERRORS], key=lambda e: [str(p) for p in e.path])
             lines = [f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors]
-            raise ArgumentsError(_summary(lines, len(lines)))
+            raise ArgumentsError(_summary(lines, len(lines), more=len(found) > _MAX_ERRORS))
         return arguments
 
 

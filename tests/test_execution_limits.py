@@ -485,3 +485,26 @@ async def test_record_is_kept_when_the_end_hook_raises() -> None:
         await run_batch()
     batch = await batches[0].settle(None, "the run ended")
     assert [(r.kind, r.output) for r in batch] == [("ok", "hi")]
+
+
+@tool(parameters={"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "string"}}}})
+def strings(**kwargs: Any) -> str:
+    """Take a list of strings."""
+    return "ok"
+
+
+@pytest.mark.asyncio
+async def test_an_error_per_array_item_is_not_collected_in_full() -> None:
+    """100,000 wrong items: the first errors are reported and the rest are not computed."""
+    with anyio.fail_after(5):  # collecting every jsonschema error took about 9 s here
+        record, sent = await outcome("strings", json.dumps({"xs": [1] * 100_000}), tools=[strings])
+    assert record.kind == "invalid_arguments"
+    assert sent["error"]["message"].endswith("xs.9: 1 is not of type 'string'; and more")
+
+
+@pytest.mark.asyncio
+async def test_a_json_schema_validator_that_raises_gives_invalid_arguments() -> None:
+    """jsonschema raising while validating (multipleOf 0.01 of a 400-digit int: OverflowError)."""
+    record, sent = await outcome("schema_tool", '{"n": 1' + "0" * 400 + "}")
+    assert record.kind == "invalid_arguments"
+    assert "the validator raised OverflowError" in sent["error"]["message"]
