@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import sniffio
 import structlog
 from pydantic_core import to_json
@@ -209,7 +210,7 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
         names = ", ".join(settings.tools.names) or "none"
         return _failure("unknown_tool", f"unknown tool {_shown(call.name)}; available tools: {names}")
     try:
-        arguments = tool.validate(call.arguments, settings.limits)
+        arguments = await _validate(tool, call.arguments, settings.limits)
     except ArgumentsError as exc:
         return _Outcome("invalid_arguments", _error_text("invalid_arguments", str(exc)), exc.detail)
     loop = None if tool.is_async else anyio.lowlevel.current_token()
@@ -226,6 +227,17 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
                 return await _in_thread_slot(tool, arguments, context, settings, limit=timeout)
     finally:
         context.finish()
+
+
+_OFF_LOOP_CHARACTERS = 64 * 1024
+"""Arguments longer than this are validated in a worker thread: one error per item of a hostile
+array can keep pydantic busy for seconds, which must not stall every other run on the loop."""
+
+
+async def _validate(tool: Tool[..., Any], arguments: str, limits: Limits) -> dict[str, Any]:
+    if len(arguments) <= _OFF_LOOP_CHARACTERS:
+        return tool.validate(arguments, limits)
+    return await anyio.to_thread.run_sync(tool.validate, arguments, limits)
 
 
 async def _in_thread_slot(

@@ -508,3 +508,31 @@ async def test_a_json_schema_validator_that_raises_gives_invalid_arguments() -> 
     record, sent = await outcome("schema_tool", '{"n": 1' + "0" * 400 + "}")
     assert record.kind == "invalid_arguments"
     assert "the validator raised OverflowError" in sent["error"]["message"]
+
+
+@tool
+def many(xs: list[str]) -> str:
+    """Take a list of strings."""
+    return "ok"
+
+
+@pytest.mark.asyncio
+async def test_large_arguments_are_validated_off_the_event_loop() -> None:
+    """Validating a large argument string (here 100,000 pydantic errors) leaves the loop running."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.001)
+            ticks += 1
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        await anyio.sleep(0.01)
+        before = ticks
+        record, _ = await outcome("many", json.dumps({"xs": [1] * 100_000}), tools=[many])
+        during = ticks - before
+        group.cancel_scope.cancel()
+    assert record.kind == "invalid_arguments"
+    assert during >= 3
