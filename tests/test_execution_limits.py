@@ -536,3 +536,41 @@ async def test_large_arguments_are_validated_off_the_event_loop() -> None:
         group.cancel_scope.cancel()
     assert record.kind == "invalid_arguments"
     assert during >= 3
+
+
+@pytest.mark.asyncio
+async def test_a_fault_of_the_runtime_itself_still_gives_one_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even a bug of the runtime's own inside the call's dispatch ends as that call's tool_error."""
+
+    def broken_context(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the runtime")
+
+    monkeypatch.setattr("agent._execution.ToolContext", broken_context)
+    record, sent = await outcome("echo", "{}")
+    assert (record.kind, sent["error"]["message"]) == (
+        "tool_error",
+        "the runtime failed while running tool 'echo' (RuntimeError)",
+    )
+
+
+def test_thread_wait_timeout_under_trio() -> None:
+    """The wait for a worker thread is bounded under trio too."""
+    release = threading.Event()
+
+    @tool(timeout=0.05)
+    def hang() -> str:
+        """Hang until released."""
+        release.wait(10)
+        return "late"
+
+    async def two_calls() -> list[str]:
+        scope = make_scope([hang], max_threads=1)
+        with anyio.fail_after(2):
+            first = await execute_call(call_of("hang", "{}", "c1"), scope)
+            second = await execute_call(call_of("hang", "{}", "c2"), scope)
+        return [first.kind, second.kind]
+
+    try:
+        assert anyio.run(two_calls, backend="trio") == ["timeout", "timeout"]
+    finally:
+        release.set()
