@@ -574,3 +574,21 @@ def test_thread_wait_timeout_under_trio() -> None:
         assert anyio.run(two_calls, backend="trio") == ["timeout", "timeout"]
     finally:
         release.set()
+
+
+@pytest.mark.asyncio
+async def test_hundreds_of_calls_in_one_response_meet_the_default_cap() -> None:
+    """300 calls in one response: the default cap (128) runs, the other 172 are rejected."""
+
+    @tool
+    async def ping(n: int) -> int:
+        """Answer."""
+        return n
+
+    calls = [function_call("ping", {"n": n}) for n in range(300)]
+    agent, endpoint = scripted_agent([response(*calls), response(message("done"))], tools=[ping])
+    result = await agent.run("go")
+    kinds = [r.kind for r in result.tool_calls]
+    assert (kinds[:128], kinds[128:]) == (["ok"] * 128, ["rejected"] * 172)
+    sent = [i for i in endpoint.requests[1]["input"] if i.get("type") == "function_call_output"]
+    assert len(sent) == 300
