@@ -26,13 +26,14 @@ import sniffio
 import structlog
 from pydantic_core import to_json
 
+from agent._arguments import ArgumentsError, safe_str
 from agent._errors import ToolError
 from agent._events import Emit, ToolCallFinished, ToolCallStarted
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, ToolCallRecord
 from agent._threads import LoopLocalLimiter, ThreadSlot
-from agent._tools import ArgumentsError, Tool, ToolContext, safe_str
+from agent._tools import Tool, ToolContext
 from agent._wire import FunctionCall
 
 __all__ = ["CallBatch", "ExecutionSettings", "TurnScope", "announce", "execute_call", "run_call"]

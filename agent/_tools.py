@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
-import math
 import re
 import threading
 from collections.abc import Callable
@@ -25,6 +23,7 @@ import docstring_parser
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from agent._arguments import MAX_ERRORS, ArgumentsError, parse_arguments, safe_str, summarise
 from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
 from agent._limits import DEFAULT_LIMITS, Limits
@@ -32,7 +31,7 @@ from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
 from agent._threads import LoopLocalLimiter
 
-__all__ = ["ArgumentsError", "Tool", "ToolContext", "safe_str", "tool"]
+__all__ = ["ArgumentsError", "Tool", "ToolContext", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,25 +96,6 @@ class ToolContext(Generic[DepsT]):
         return self.cancel_event.is_set()
 
 
-class ArgumentsError(ValueError):
-    """The model's arguments do not fit the tool's schema; ``str()`` is written for the model.
-
-    ``detail`` may say more, for the application only (``ToolCallRecord.error``).
-    """
-
-    def __init__(self, message: str, *, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.detail = message if detail is None else detail
-
-
-def safe_str(exc: BaseException) -> str:
-    """``str(exc)``, or a placeholder when the exception's own ``__str__`` raises."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
-
-
 class Tool(Generic[P, R]):
     """A function the model can call, with its JSON schema and its argument validator.
 
@@ -174,7 +154,7 @@ class Tool(Generic[P, R]):
         (``max_argument_bytes``, ``max_json_depth``), NaN and infinite numbers, and a validator
         that breaks on them (any exception, not just ``ValueError``) are all ``ArgumentsError``.
         """
-        parsed = _parse(arguments, limits)
+        parsed = parse_arguments(arguments, limits)
         try:
             return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
         except ArgumentsError:
@@ -204,68 +184,6 @@ def _checked_name(name: object) -> str:
     if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise ToolDefinitionError(f"tool name {name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
     return name
-
-
-def _parse(arguments: str, limits: Limits) -> dict[str, Any]:
-    """The arguments as a JSON object, within ``limits``; the size is checked before parsing."""
-    size = _utf8_size(arguments, limits.max_argument_bytes)
-    if size > limits.max_argument_bytes:
-        raise ArgumentsError(
-            f"arguments are {size} bytes, more than the limit of {limits.max_argument_bytes}: "
-            "send less data per call"
-        )
-    if not arguments.strip():
-        return {}
-    depth_message = f"arguments are nested more than {limits.max_json_depth} levels deep"
-    try:
-        parsed = _DECODER.decode(arguments)
-    except RecursionError:  # the C scanner recurses once per level
-        raise ArgumentsError(depth_message) from None
-    except ValueError as exc:
-        raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise ArgumentsError("arguments must be a JSON object")
-    # Fewer brackets than the limit cannot nest past it: the walk is for the rare large case.
-    brackets = arguments.count("{") + arguments.count("[")
-    if brackets > limits.max_json_depth and _deeper_than(parsed, limits.max_json_depth):
-        raise ArgumentsError(depth_message)
-    return parsed
-
-
-def _utf8_size(text: str, limit: int) -> int:
-    """The UTF-8 size of ``text``, or a lower bound when even 4 bytes a character stay within
-    ``limit`` (a lone surrogate counts its 3 bytes, as in a surrogate escape)."""
-    if len(text) * 4 <= limit:
-        return len(text)
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether JSON ``value`` nests arrays and objects more than ``limit`` levels (no recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-"""One decoder for all calls (``json.loads`` with options builds a new one each time)."""
 
 
 def _wire_schema(
@@ -370,22 +288,10 @@ def _make_model(function: Callable[..., Any], fields: dict[str, Any]) -> type[Ba
 
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for error in exc.errors(include_url=False)[:_MAX_ERRORS]:
+    for error in exc.errors(include_url=False)[:MAX_ERRORS]:
         location = ".".join(str(part) for part in error["loc"]) or "arguments"
         lines.append(f"{location}: {error['msg']}")
-    return _summary(lines, exc.error_count())
-
-
-_MAX_ERRORS = 10
-_MAX_LINE = 200
-
-
-def _summary(lines: list[str], total: int, *, more: bool = False) -> str:
-    """The errors for the model: the first few, each cut short (a message may quote the input)."""
-    shown = [line if len(line) <= _MAX_LINE else line[:_MAX_LINE] + "..." for line in lines[:_MAX_ERRORS]]
-    if total > len(shown):
-        return "invalid arguments: " + "; ".join(shown) + f"; and {total - len(shown)} more"
-    return "invalid arguments: " + "; ".join(shown) + ("; and more" if more else "")
+    return summarise(lines, exc.error_count())
 
 
 class _SchemaValidator(_Validator):
@@ -402,11 +308,11 @@ class _SchemaValidator(_Validator):
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         # Only the first few: each error costs, and a hostile array can make one per item.
-        found = list(itertools.islice(self._validator.iter_errors(arguments), _MAX_ERRORS + 1))
+        found = list(itertools.islice(self._validator.iter_errors(arguments), MAX_ERRORS + 1))
         if found:
-            errors = sorted(found[:_MAX_ERRORS], key=lambda e: [str(p) for p in e.path])
+            errors = sorted(found[:MAX_ERRORS], key=lambda e: [str(p) for p in e.path])
             lines = [f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors]
-            raise ArgumentsError(_summary(lines, len(lines), more=len(found) > _MAX_ERRORS))
+            raise ArgumentsError(summarise(lines, len(lines), more=len(found) > MAX_ERRORS))
         return arguments
 
 
