@@ -254,9 +254,13 @@ async def _in_thread_slot(
     # A worker thread is held until the tool really returns, even after its timeout: hung tools
     # can hold them all. So the wait for one has its own deadline, the call's timeout (and the
     # tool, once it has a thread, gets its whole timeout too).
+    threads = settings.thread_limiter.get()
     thread: ThreadSlot | None = None
-    with anyio.move_on_after(math.inf if limit is None else limit):
-        thread = await ThreadSlot.acquire(settings.thread_limiter.get())
+    if threads.available_tokens >= 1 or limit is None:  # no wait: spare the cancel scope
+        thread = await ThreadSlot.acquire(threads)
+    else:
+        with anyio.move_on_after(limit):
+            thread = await ThreadSlot.acquire(threads)
     if thread is None:
         total = settings.thread_limiter.total
         return _failure(
