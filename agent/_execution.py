@@ -27,7 +27,7 @@ import structlog
 from pydantic_core import to_json
 
 from agent._arguments import ArgumentsError, safe_str
-from agent._errors import ToolError
+from agent._errors import HookError, ToolError
 from agent._events import Emit, ToolCallFinished, ToolCallStarted
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._registry import ToolRegistry
@@ -86,6 +86,7 @@ class CallBatch:
         self._started: dict[str, FunctionCall] = {}
         self._seen: dict[str, FunctionCall] = {}
         """Every call given to :meth:`start`, run or rejected, in arrival order."""
+        self._hook_failed = False
 
     @property
     def started(self) -> bool:
@@ -103,9 +104,17 @@ class CallBatch:
 
     async def _run(self, call: FunctionCall) -> None:
         # execute_call in its steps, so that a hook raising at the end cannot lose the record.
-        await announce(call, self._scope)
-        record = self._records[call.call_id] = await run_call(call, self._scope)
-        await self._scope.emit(ToolCallFinished(record))
+        try:
+            await announce(call, self._scope)
+            record = self._records[call.call_id] = await run_call(call, self._scope)
+            await self._scope.emit(ToolCallFinished(record))
+        except HookError:
+            # The first hook error ends the run; one from a call running beside it is dropped,
+            # so that the group raises a single HookError, never a group of them.
+            if self._hook_failed:
+                return
+            self._hook_failed = True
+            raise
 
     async def settle(self, calls: Sequence[FunctionCall] | None, why: str) -> list[ToolCallRecord]:
         """One record per call of ``calls`` (default: every call given to :meth:`start`), once

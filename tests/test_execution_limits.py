@@ -592,3 +592,13 @@ async def test_hundreds_of_calls_in_one_response_meet_the_default_cap() -> None:
     assert (kinds[:128], kinds[128:]) == (["ok"] * 128, ["rejected"] * 172)
     sent = [i for i in endpoint.requests[1]["input"] if i.get("type") == "function_call_output"]
     assert len(sent) == 300
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("hook", ["on_tool_start", "on_tool_end"])
+async def test_a_failing_tool_hook_ends_the_run_with_hook_error(hook: str) -> None:
+    """Through the loop, a tool hook's exception ends the run as HookError, not an ExceptionGroup."""
+    calls = [function_call("echo", {"text": "a"}), function_call("echo", {"text": "b"})]
+    agent, _ = scripted_agent([response(*calls), response(message("done"))], tools=TOOLS)
+    with pytest.raises(HookError, match="hook failed"):
+        await agent.run("go", hooks=Hooks(**{hook: failing_hook}))
