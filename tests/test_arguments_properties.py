@@ -52,7 +52,7 @@ def arguments_texts() -> st.SearchStrategy[str]:
 SMALL = Limits(max_json_depth=4, max_argument_bytes=300)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(arguments=arguments_texts())
 def test_validate_raises_only_arguments_error(arguments: str) -> None:
     """Tool.validate returns a dict or raises ArgumentsError, for any text and any limits."""
