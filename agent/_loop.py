@@ -180,7 +180,7 @@ class Run:
         except BaseException as exc:
             if not turn.recorded and turn.calls is not None:
                 why = f"the run ended ({exc})" if isinstance(exc, AgentError) else "the run was cancelled"
-                self._record(turn, await turn.calls.settle(turn.to_answer(), why, announce=False))
+                self._record(turn, await turn.calls.settle(turn.to_answer(), why, emit_finished=False))
             raise
 
     async def _turn(

@@ -8,7 +8,8 @@ A tool's JSON schema is computed once, when it is defined: from the signature an
 from __future__ import annotations
 
 import inspect
-import json
+import itertools
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ import docstring_parser
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from agent._arguments import MAX_ERRORS, ArgumentsError, parse_arguments, safe_str, summarise
 from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
+from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject
 from agent._schema import drop_null_defaults, strip_titles, to_strict
 from agent._threads import LoopLocalLimiter
@@ -50,7 +53,8 @@ class ToolContext(Generic[DepsT]):
     emit: Emit | None = field(default=None, repr=False)
     """Where :meth:`report` sends progress (the run's event stream and hooks)."""
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    """Set when the call timed out or the run was cancelled; see :attr:`cancelled`."""
+    """Set once the runtime is done with the call (it timed out, the run was cancelled, or its
+    outcome is out); see :attr:`cancelled`."""
     loop: anyio.lowlevel.EventLoopToken | None = field(default=None, repr=False)
     """The run's event loop, for :meth:`report_from_thread`."""
 
@@ -65,22 +69,31 @@ class ToolContext(Generic[DepsT]):
             await self.emit(ToolProgress(self.turn, self.call_id, self.tool_name, data))
 
     def report_from_thread(self, data: Any) -> None:
-        """:meth:`report` for sync tools, which run in worker threads; waits until delivered."""
-        if self.emit is not None and self.loop is not None and not self.cancelled:
+        """:meth:`report` for sync tools, which run in worker threads; waits until delivered.
+
+        Like :meth:`report`, nothing is reported (and nothing raised) once the runtime is done
+        with the call, even when the run's event loop has closed since.
+        """
+        if self.emit is None or self.loop is None or self.cancelled:
+            return
+        try:
             anyio.from_thread.run(self.report, data, token=self.loop)
+        except RuntimeError:  # the loop closed (trio's RunFinishedError is one too)
+            if not self.cancelled:
+                raise
+
+    def finish(self) -> None:
+        """Called by the runtime when the call's outcome is out: later reports are dropped."""
+        self.cancel_event.set()
 
     @property
     def cancelled(self) -> bool:
-        """Whether the runtime has given up on this call: a sync tool should check it and stop.
+        """Whether the runtime is done with this call: a sync tool should check it and stop.
 
         A sync tool runs in a worker thread that Python cannot interrupt; after a timeout the
         run moves on without it, and this flag is how the tool learns to stop early.
         """
         return self.cancel_event.is_set()
-
-
-class ArgumentsError(ValueError):
-    """The model's arguments do not fit the tool's schema; ``str()`` is written for the model."""
 
 
 class Tool(Generic[P, R]):
@@ -103,9 +116,7 @@ class Tool(Generic[P, R]):
     ) -> None:
         self.function = function
         self.eager = eager
-        self.name: str = name or str(getattr(function, "__name__", ""))
-        if not self.name.replace("_", "a").replace("-", "a").isalnum() or len(self.name) > 64:
-            raise ToolDefinitionError(f"tool name {self.name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+        self.name: str = _checked_name(getattr(function, "__name__", "") if name is None else name)
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
         self.limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
@@ -136,15 +147,27 @@ class Tool(Generic[P, R]):
             "strict": self.strict,
         }
 
-    def validate(self, arguments: str) -> dict[str, Any]:
-        """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad."""
+    def validate(self, arguments: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+        """Parse and validate the model's JSON arguments; raise :class:`ArgumentsError` if bad.
+
+        Nothing else is raised, whatever the model wrote: arguments over ``limits``
+        (``max_argument_bytes``, ``max_json_depth``), NaN and infinite numbers, and a validator
+        that breaks on them (any exception, not just ``ValueError``) are all ``ArgumentsError``.
+        """
+        parsed = parse_arguments(arguments, limits)
         try:
-            parsed = json.loads(arguments, parse_constant=_refuse_constant) if arguments.strip() else {}
-        except ValueError as exc:
-            raise ArgumentsError(f"arguments are not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise ArgumentsError("arguments must be a JSON object")
-        return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
+            return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
+        except ArgumentsError:
+            raise
+        except RecursionError:
+            raise ArgumentsError(
+                "arguments could not be validated: the validator raised RecursionError "
+                "(are they nested too deeply?)"
+            ) from None
+        except Exception as exc:  # a validator that was not written for this input
+            kind = type(exc).__name__
+            message = f"arguments could not be validated: the validator raised {kind}"
+            raise ArgumentsError(message, detail=f"{message}: {safe_str(exc)}") from None
 
     def bind(self, arguments: dict[str, Any], context: ToolContext[Any]) -> Callable[[], Any]:
         """The call to make, with validated arguments and the context injected if asked for."""
@@ -153,8 +176,14 @@ class Tool(Generic[P, R]):
         return partial(self.function, **arguments)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _checked_name(name: object) -> str:
+    """The name as given, if the API accepts it (``str.isalnum`` would let ``météo`` through)."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ToolDefinitionError(f"tool name {name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+    return name
 
 
 def _wire_schema(
@@ -259,10 +288,10 @@ def _make_model(function: Callable[..., Any], fields: dict[str, Any]) -> type[Ba
 
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for error in exc.errors(include_url=False):
+    for error in exc.errors(include_url=False)[:MAX_ERRORS]:
         location = ".".join(str(part) for part in error["loc"]) or "arguments"
         lines.append(f"{location}: {error['msg']}")
-    return "invalid arguments: " + "; ".join(lines)
+    return summarise(lines, exc.error_count())
 
 
 class _SchemaValidator(_Validator):
@@ -278,10 +307,12 @@ class _SchemaValidator(_Validator):
         self._validator = validator_class(schema)
 
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        errors = sorted(self._validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if errors:
+        # Only the first few: each error costs, and a hostile array can make one per item.
+        found = list(itertools.islice(self._validator.iter_errors(arguments), MAX_ERRORS + 1))
+        if found:
+            errors = sorted(found[:MAX_ERRORS], key=lambda e: [str(p) for p in e.path])
             lines = [f"{'.'.join(map(str, e.path)) or 'arguments'}: {e.message}" for e in errors]
-            raise ArgumentsError("invalid arguments: " + "; ".join(lines))
+            raise ArgumentsError(summarise(lines, len(lines), more=len(found) > MAX_ERRORS))
         return arguments
 
 

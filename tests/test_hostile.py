@@ -2,7 +2,6 @@
 
 Every row must end in bounded time (``anyio.fail_after``) and bounded memory (tracemalloc peak)
 with a clear typed error (an ``AgentError`` subclass) or a documented outcome kind for the call.
-Rows that need a fix from another branch of issue 7 are marked ``xfail(strict=True)`` naming it.
 """
 
 from __future__ import annotations
@@ -34,7 +33,9 @@ from tests._support import function_call, message, response, sse_text, stream_ev
 
 MiB = 1024 * 1024
 KEY = "sk-hostile-key-0123456789"
-SMALL = Limits(max_response_bytes=MiB, max_event_bytes=MiB, max_stream_bytes=4 * MiB)
+SMALL = Limits(
+    max_response_bytes=MiB, max_event_bytes=MiB, max_stream_bytes=4 * MiB, max_argument_bytes=MiB // 4
+)
 TIME_BOUND = 5.0
 MEMORY_BOUND = 48 * MiB
 
@@ -165,7 +166,7 @@ class Row:
 
 ROWS: dict[str, Any] = {
     "huge arguments": Row(
-        lambda: _call_then_answer(json.dumps({"x": 1, "tags": ["a" * (2 * MiB)]})),
+        lambda: _call_then_answer(json.dumps({"x": 1, "tags": ["a" * (MiB // 2)]})),
         kinds=("invalid_arguments",),
     ),
     "deeply nested arguments": Row(lambda: _call_then_answer(_deep(10_000)), kinds=("invalid_arguments",)),
@@ -220,16 +221,9 @@ ROWS: dict[str, Any] = {
     "redirect to another host": Row(lambda: [_redirect], error=AgentError),
 }
 
-NEEDS = {
-    "huge arguments": "needs exec: argument limits (Limits.max_argument_bytes)",
-    "deeply nested arguments": "needs exec: defect 1",
-    "500 calls in one response": "needs exec: rejected past Limits.max_calls_per_response",
-}
-
 
 def _params() -> list[Any]:
-    marks = {name: pytest.mark.xfail(strict=True, reason=why) for name, why in NEEDS.items()}
-    return [pytest.param(name, row, id=name, marks=marks.get(name, ())) for name, row in ROWS.items()]
+    return [pytest.param(name, row, id=name) for name, row in ROWS.items()]
 
 
 async def _run(row: Row) -> tuple[RunResult | AgentError, Endpoint]:

@@ -14,7 +14,6 @@ import typing
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -161,7 +160,6 @@ deep_arguments = st.one_of(
 )
 
 
-@pytest.mark.xfail(strict=True, reason="needs exec: defect 1 (deeply nested arguments)")
 @settings(PROPERTY, max_examples=10)
 @given(raw=deep_arguments)
 def test_deep_arguments_end_in_one_documented_outcome(raw: str) -> None:

@@ -272,12 +272,12 @@ def test_bad_arguments_are_described_for_the_model(arguments: str, message: str)
 
 
 def test_non_finite_numbers_are_refused() -> None:
-    """1e400 parses as infinity in Python; a float parameter refuses it."""
+    """1e400 would parse as infinity in Python; it is refused while parsing, for every tool."""
 
     def scale(factor: float) -> None:
         """Scale."""
 
-    with pytest.raises(ArgumentsError, match="factor: Input should be a finite number"):
+    with pytest.raises(ArgumentsError, match="1e400 is not a finite number"):
         tool(scale).validate('{"factor": 1e400}')
 
 
@@ -321,10 +321,30 @@ def test_unusable_signatures_are_refused(signature: str, message: str) -> None:
         tool(namespace["f"])
 
 
-def test_invalid_tool_name_is_refused() -> None:
-    """Names must match the API's ^[a-zA-Z0-9_-]{1,64}$."""
-    with pytest.raises(ToolDefinitionError):
-        tool(f_required, name="has space")
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("has space", "", "météo", "工具", "x²", "\uff41\uff42", "a.b", "a/b", "tab\t", "end\n"),
+        *("\ud800", "\x00", "x" * 65),
+    ],
+    ids=repr,
+)
+def test_invalid_tool_name_is_refused(name: str) -> None:
+    """Names must match the API's ^[a-zA-Z0-9_-]{1,64}$ exactly (ASCII only, not str.isalnum)."""
+    with pytest.raises(ToolDefinitionError, match="must match"):
+        tool(f_required, name=name)
+
+
+@pytest.mark.parametrize("name", ["a", "get_weather", "get-weather", "A1_b-2", "x" * 64])
+def test_valid_tool_names_are_accepted(name: str) -> None:
+    """Every name the API accepts is accepted as is."""
+    assert tool(f_required, name=name).name == name
+
+
+def test_function_name_that_the_api_refuses_is_refused() -> None:
+    """A function whose own name does not fit (a lambda) needs an explicit name."""
+    with pytest.raises(ToolDefinitionError, match="must match"):
+        tool(lambda: None)
 
 
 # --- explicit JSON schema (dynamic tools) ------------------------------------------------------
