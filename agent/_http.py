@@ -129,8 +129,9 @@ class RetryPolicy:
 
     The runs of one agent back off as one client (see ``agent._backoff``): a 429 or a
     ``Retry-After`` pauses every request to the endpoint (``shared_pause``), and over any
-    ``budget_window`` seconds retries may number at most ``budget_min_retries`` plus
-    ``budget_ratio`` times the first attempts (``budget_ratio=None``: no budget).
+    ``budget_window`` seconds the retries the agent decides on alone (no ``Retry-After`` to
+    follow) may number at most ``budget_min_retries`` plus ``budget_ratio`` times the first
+    attempts (``budget_ratio=None``: no budget).
     """
 
     max_retries: int = 2
@@ -320,10 +321,18 @@ class ResponsesClient:
             return False
         if not (attempt <= self._retry.max_retries and _is_transient(outcome) and may_retry()):
             return False
-        if self._backoff.try_retry():
+        if self._scheduled_by_server(outcome) or self._backoff.try_retry():
             return True
         log.warning("model.retry_budget_exhausted", attempt=attempt, error=_describe(outcome))
         return False
+
+    def _scheduled_by_server(self, outcome: Attempt) -> bool:
+        """A retry the endpoint asked for (``Retry-After``) and the shared pause spaces out.
+
+        It spends no budget: the budget bounds the retries the agent decides on alone (5xx,
+        lost connections, timeouts), which an endpoint in trouble did not ask for.
+        """
+        return self._retry.shared_pause and isinstance(outcome, APIError) and outcome.retry_after is not None
 
     async def _attempt(
         self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from agent import Agent, RateLimitError, RetryPolicy, UsageError
+from agent import Agent, InternalServerError, RateLimitError, RetryPolicy, UsageError
 from agent._backoff import EndpointBackoff
 from tests._support import FAST_RETRY, Reply, error_reply, message, response, scripted_agent
 
@@ -111,12 +111,23 @@ async def test_a_429_pauses_every_run_of_the_agent() -> None:
 @pytest.mark.asyncio
 async def test_a_spent_budget_ends_the_run_with_rate_limit_error() -> None:
     """With no retry left in the budget a 429 ends the run at once, typed, with partial_result."""
-    limited = error_reply(429, "slow down", "rate_limit_exceeded", **{"retry-after": "0"})
+    limited = error_reply(429, "slow down", "rate_limit_exceeded")
     policy = RetryPolicy(max_retries=5, initial_delay=0.0, jitter=0.0, budget_ratio=0.0, budget_min_retries=0)
     agent, endpoint = scripted_agent([limited], retry=policy)
     with anyio.fail_after(5), pytest.raises(RateLimitError) as info:
         await agent.run("go")
     assert (len(endpoint.requests), info.value.partial_result is not None) == (1, True)
+
+
+@pytest.mark.asyncio
+async def test_retries_the_server_scheduled_spend_no_budget() -> None:
+    """A 429 with Retry-After is retried (up to max_retries) even with the budget spent."""
+    limited = error_reply(429, "slow down", "rate_limit_exceeded", **{"retry-after": "0"})
+    policy = RetryPolicy(max_retries=2, initial_delay=0.0, jitter=0.0, budget_ratio=0.0, budget_min_retries=0)
+    agent, endpoint = scripted_agent([limited, limited, response(message("ok"))], retry=policy)
+    with anyio.fail_after(5):
+        result = await agent.run("go")
+    assert (result.output, len(endpoint.requests)) == ("ok", 3)
 
 
 @pytest.mark.asyncio
@@ -141,8 +152,8 @@ def test_impossible_budgets_are_refused(options: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_a_429_storm_ends_every_run_typed_within_the_retry_budget() -> None:
-    """A 429 storm: every run ends ok or with RateLimitError, and no more is sent than the budget allows."""
+async def test_a_503_storm_ends_every_run_typed_within_the_retry_budget() -> None:
+    """A storm of 503s: every run ends ok or typed, and no more is sent than the budget allows."""
     runs = int(os.environ.get("AGENT_SOAK_RUNS", "50"))
     tokens, last, sent = 10.0, time.monotonic(), 0
 
@@ -153,7 +164,7 @@ async def test_a_429_storm_ends_every_run_typed_within_the_retry_budget() -> Non
         now = time.monotonic()
         tokens, last = min(10.0, tokens + (now - last) * 50), now
         if tokens < 1:
-            return error_reply(429, "slow down", "rate_limit_exceeded", **{"retry-after": "0.2"})
+            return error_reply(503, "overloaded", "server_error")
         tokens -= 1
         return httpx.Response(200, json=response(message("ok")))
 
@@ -167,7 +178,7 @@ async def test_a_429_storm_ends_every_run_typed_within_the_retry_budget() -> Non
     async def one() -> None:
         try:
             ended.append((await agent.run("go")).output)
-        except RateLimitError as exc:
+        except InternalServerError as exc:
             ended.append("limited" if exc.partial_result is not None else "no partial result")
 
     with anyio.fail_after(60):
