@@ -281,3 +281,20 @@ async def test_closing_the_pool_survives_cancellation_and_is_idempotent() -> Non
             await transport.aclose()
         await transport.aclose()
         assert (transport.pool.idle_connections, client_sockets(url)) == (0, 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_pool_works_under_trio(anyio_backend: str) -> None:
+    """Under trio: reuse, the pool timeout, and a closed pool refusing work."""
+    transport = PooledTransport(max_connections=1)
+    async with serving(BurstServer(burst=0)) as url, httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):
+            await client.get(url + "/")
+        async with client.stream("GET", url + "/"):
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(url + "/", timeout=httpx.Timeout(5, pool=0.05))
+        await transport.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.get(url + "/")
+    assert transport.pool.opened == 1
