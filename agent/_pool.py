@@ -5,25 +5,31 @@ close, polls every idle socket, and can hand one idle connection to several queu
 which then go round again. Its cost grows with the square of the requests in flight: at 1,000
 concurrent runs it took 29-31 s of the client's CPU (``bench/bench_pool.py``), like the peers.
 
-:class:`PooledTransport` is an ``httpx.AsyncBaseTransport`` (httpx's public transport API) over
-:class:`LifoPool`, which drives httpcore's public connection class: a semaphore bounds the
+:class:`PooledTransport` is an ``httpx.AsyncBaseTransport``, httpx's public transport API, over
+:class:`LifoPool`, which drives httpcore's public ``AsyncHTTPConnection``: a semaphore bounds the
 requests in flight, idle connections wait in a per-origin deque, a request takes the newest one
 (checking only that one) or opens a new one, and closing the response gives it back. The
-transport turns httpx requests into httpcore ones and httpcore's exceptions into httpx's, as
-httpx's own transport does. It speaks HTTP/1.1; HTTP/2 and proxies go through httpx's own
-transports (:func:`proxy_mounts`, ``agent._http``).
+transport turns httpx requests into httpcore ones and httpcore's exceptions into the httpx ones
+httpx's own transport raises (``ConnectError``, ``ReadTimeout``, ``PoolTimeout``...). It speaks
+HTTP/1.1; HTTP/2 and proxies go through httpx's own transports (``agent._http`` mounts the
+environment's proxies with :func:`proxy_mounts`, since httpx reads them only for a transport it
+builds itself).
 
 - **Reaping.** The newest idle connection is reused, so after a burst the oldest ones would never
   be looked at again. Each request and each check-in therefore also closes the *oldest* idle
-  connections of their origin while they are past ``keepalive_expiry`` or closed by the server
-  (readable while idle: no CLOSE_WAIT left behind). Each connection is reaped once, so this is
-  O(1) amortised. Like httpx's own pool it is lazy: with no traffic at all to an origin nothing
-  is reaped until its next request or :meth:`LifoPool.aclose`.
+  connections of their origin while they are past ``keepalive_expiry`` (their own timestamps:
+  no system call), and each request, at most once a second per origin, those the server closed
+  (their socket is readable while idle: no CLOSE_WAIT left behind). Each connection is reaped
+  once, so this is O(1) amortised. Like httpx's own pool it is lazy: with no traffic at all to
+  an origin nothing is reaped until its next request, or :meth:`LifoPool.aclose`.
 - **Pool timeout.** Waiting for a free slot is bounded by the request's ``pool`` timeout
-  (``httpx.Timeout.pool``); past it, ``httpx.PoolTimeout``.
-- **Cancellation.** Closing a response (and so checking its connection in or closing it) and
-  closing the pool are shielded from cancellation: leaving a stream early never leaves a socket
-  open behind.
+  (``httpx.Timeout.pool``); past it, ``httpx.PoolTimeout``. Only a request that must wait pays
+  for the deadline.
+- **Cancellation.** Every close of a connection, and the pool's close, run in a shielded cancel
+  scope. Closing a response (which checks its connection in) takes no scope on its common path,
+  a cost the 1,000-run benchmark shows: when a cancellation interrupts it, the connection, in a
+  state unknown, is closed under a shield before the cancellation goes on. Leaving a stream early
+  never leaves a socket open.
 - **Closing.** A closed pool refuses requests (``anyio.ClosedResourceError``); a response that
   closes afterwards closes its connection instead of keeping it; ``aclose()`` is idempotent.
 """
@@ -44,7 +50,14 @@ import httpx
 
 from agent._errors import UsageError
 
-__all__ = ["KEEPALIVE_EXPIRY", "LifoPool", "PooledTransport", "environment_proxies", "proxy_mounts"]
+__all__ = [
+    "KEEPALIVE_EXPIRY",
+    "LifoPool",
+    "PooledTransport",
+    "environment_proxies",
+    "proxy_mounts",
+    "require_http2",
+]
 
 KEEPALIVE_EXPIRY = 30.0
 """Seconds an idle connection is kept: long enough to outlast a turn's tool calls."""
@@ -74,7 +87,7 @@ class LifoPool:
         """Connections kept for reuse now."""
         return sum(len(idle) for idle in self._idle.values())
 
-    async def send(self, request: httpcore.Request) -> tuple[httpcore.Response, PooledBody]:
+    async def send(self, request: httpcore.Request) -> tuple[httpcore.Response, _PooledBody]:
         """Send ``request`` on an idle or new connection; the slot is held until the body closes."""
         if request.url.scheme not in (b"http", b"https"):
             raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {request.url.scheme!r}")
@@ -86,7 +99,7 @@ class LifoPool:
         except BaseException:
             self._slots.release()
             raise
-        return response, PooledBody(response, key, connection, self)
+        return response, _PooledBody(response, key, connection, self)
 
     async def _acquire(self, request: httpcore.Request) -> None:
         if self._closed:
@@ -205,7 +218,7 @@ async def _close(connection: httpcore.AsyncHTTPConnection) -> None:
         await connection.aclose()
 
 
-class PooledBody(httpx.AsyncByteStream):
+class _PooledBody(httpx.AsyncByteStream):
     """A response body that gives its connection back to the pool when it is closed."""
 
     def __init__(
