@@ -181,6 +181,16 @@ async def test_connect_failures_are_httpx_errors() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_read_timeout_is_httpx_read_timeout_and_drops_the_connection() -> None:
+    """A server that never answers raises httpx.ReadTimeout; the connection is not kept."""
+    transport = PooledTransport(max_connections=1)
+    async with serving(BurstServer(burst=1)) as url, httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(url + "/last", timeout=httpx.Timeout(5, read=0.05))
+        assert (transport.pool.idle_connections, client_sockets(url)) == (0, 0)
+
+
+@pytest.mark.asyncio
 async def test_leaving_a_stream_early_leaks_no_socket() -> None:
     """Leaving run_stream early with a slow consumer, again and again, closes what it cancels."""
     # More text deltas than the run's event buffer holds: the run waits for the consumer when
