@@ -43,7 +43,7 @@ from agent._errors import (
     UsageError,
 )
 from agent._limits import DEFAULT_LIMITS, Limits
-from agent._pool import PooledTransport
+from agent._pool import KEEPALIVE_EXPIRY, PooledTransport, proxy_mounts, require_http2
 from agent._result import JSONObject
 from agent._wire import (
     JSONRefused,
@@ -228,7 +228,7 @@ class ResponsesClient:
         self._limits = limits
         self._http2 = http2
         self._owns_client = http_client is None
-        self._http = http_client or _pooled_client(timeout, max_connections)
+        self._http = http_client or _pooled_client(timeout, max_connections, http2=http2)
         self._log = log
         self._backoff = retry.backoff()
         self._closed = False
@@ -452,14 +452,23 @@ def _is_event_stream(reply: httpx.Response) -> bool:
     return reply.is_success and "text/event-stream" in reply.headers.get("content-type", "")
 
 
-def _pooled_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
+def _pooled_client(timeout: httpx.Timeout, max_connections: int, *, http2: bool = False) -> httpx.AsyncClient:
+    """The agent's own client: our pool (HTTP/1.1), or httpx's stack for HTTP/2; env proxies either way."""
     headers = {"User-Agent": "agent-runtime"}
-    if not PooledTransport.supported():  # an httpx whose transport no longer has a pool seam
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
-    # Our own pool: httpcore's rescans every connection per request (see agent._pool).
-    transport = PooledTransport(max_connections=max_connections, keepalive_expiry=30.0)
-    return httpx.AsyncClient(timeout=timeout, transport=transport, headers=headers)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    if http2:
+        require_http2()
+        return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers, http2=True)
+    # Our own pool: httpcore's rescans every connection per request (see agent._pool). httpx
+    # reads proxies from the environment only when it builds the transport: mount them here.
+    transport = PooledTransport(max_connections=max_connections)
+    return httpx.AsyncClient(
+        timeout=timeout, transport=transport, mounts=proxy_mounts(limits), headers=headers
+    )
 
 
 def _log_retry(log: structlog.typing.FilteringBoundLogger, state: tenacity.RetryCallState) -> None:

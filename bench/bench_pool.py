@@ -3,10 +3,12 @@
 Same set-up as ``bench/bench_runs.py`` (the raw server pinned to core 0, answering after 50 ms;
 each figure from a fresh client process pinned to core 1), with agent-runtime over three pools:
 
-- ``httpx``: its own ``httpx.AsyncClient`` (httpx 0.28, httpcore 1.0: the shipped default);
+- ``httpx``: agent-runtime's own client (``agent._http``), which is now httpx over
+  ``agent/_pool.py`` too; the bare httpx loop (``--floors``) shows httpx 0.28's own pool
+  (httpcore 1.0);
 - ``httpx2``: pydantic's httpx2 fork (what openai 3.x uses), through ``Agent(http_client=...)``;
-- ``fastpool``: httpx over ``agent/_pool.py``, the LIFO pool with O(1) work per request that
-  agent-runtime now uses by default (so the ``httpx`` row shows the default before it).
+- ``fastpool``: ``httpx.AsyncClient(transport=PooledTransport(...))`` (``agent/_pool.py``, the
+  LIFO pool with O(1) work per request, an httpx transport), through ``Agent(http_client=...)``.
 
 Columns: 100 and 1,000 runs at once (wall / peak RSS, GC time, connections the server
 accepted), and the client CPU of one run, alone, before and after a burst of ``--burst`` runs

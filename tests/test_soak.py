@@ -90,7 +90,6 @@ def test_runs_left_early_run_no_call_twice(left_early: Report) -> None:
     assert (left_early["untyped"], left_early["outcomes"].get("left early", 0) > 0) == ([], True)
 
 
-@pytest.mark.xfail(strict=True, reason="needs pool: defect 2 (socket leaked by a run cancelled mid-stream)")
 def test_runs_left_early_leave_no_socket_unclosed(left_early: Report) -> None:
     """Leaving run_stream early closes the run's connection: no ResourceWarning, nothing left over."""
     assert (left_early["resource_warnings"], left_early["leftovers"]) == (
