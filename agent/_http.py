@@ -222,16 +222,37 @@ class ResponsesClient:
             reply = await self._http.post(
                 self.url, json=body, auth=self._request_auth(), timeout=self._timeout
             )
+            _unlink(reply)
             return reply.status_code, _parse(reply)
-        async with self._http.stream(
-            "POST",
-            self.url,
-            json=body,
-            auth=self._request_auth(),
-            headers=_SSE_HEADERS,
-            timeout=self._timeout,
-        ) as reply:
-            return reply.status_code, await _parse_stream(reply, read_stream)
+        streamed: httpx.Response | None = None
+        try:
+            async with self._http.stream(
+                "POST",
+                self.url,
+                json=body,
+                auth=self._request_auth(),
+                headers=_SSE_HEADERS,
+                timeout=self._timeout,
+            ) as streamed:
+                return streamed.status_code, await _parse_stream(streamed, read_stream)
+        finally:
+            if streamed is not None:
+                _unlink(streamed)
+
+
+_CLOSED_STREAM = httpx.ByteStream(b"")
+
+
+def _unlink(reply: httpx.Response) -> None:
+    """Break the reference cycle httpx leaves between a closed response and its stream.
+
+    httpx binds ``reply.stream`` to the response itself (to time it), so without this every
+    reply, its request, both bodies and the pool's wrappers (46 objects) wait for the cyclic GC
+    instead of being freed as soon as the loop lets go of them. A closed response never reads
+    its stream again.
+    """
+    if reply.is_closed:
+        reply.stream = _CLOSED_STREAM
 
 
 class _BearerAuth(httpx.Auth):
