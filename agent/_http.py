@@ -34,6 +34,7 @@ from agent._errors import (
     ProtocolError,
     RateLimitError,
 )
+from agent._gate import RequestGate
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import PooledTransport
 from agent._result import JSONObject
@@ -132,6 +133,8 @@ class ResponsesClient:
         self._http2 = http2
         self._owns_client = http_client is None
         self._http = http_client or _pooled_client(timeout, max_connections)
+        # Requests wait for our own pool here, before httpx builds them (your client: its own way).
+        self._gate = RequestGate(max_connections) if http_client is None else None
         self._log = log
 
     def __repr__(self) -> str:
@@ -149,24 +152,26 @@ class ResponsesClient:
         log: structlog.typing.FilteringBoundLogger,
         read_stream: StreamRead | None = None,
         may_retry: Callable[[], bool] = lambda: True,
+        follow_up: bool = False,
     ) -> ModelResponse:
         """Send one request and return its response; the seam for one model request.
 
         With ``read_stream`` the reply is streamed (the body must ask for ``stream: true``) and
         handed to it. Transient failures are retried while ``may_retry()`` holds: a stream
-        that fails after its tools started is not sent again.
+        that fails after its tools started is not sent again. A ``follow_up`` (a run's request
+        after its first response) waits for a connection ahead of the runs' first requests.
         """
         # The first attempt goes out bare: most requests never fail, and the retry machinery
         # (objects in reference cycles) would be built per request for nothing.
         try:
-            return await self._send(body, log, read_stream)
+            return await self._send(body, log, read_stream, follow_up)
         except APIError as error:
             if not (self._retry.max_retries and _is_transient(error) and may_retry()):
                 raise
             pause = self._retry.delay(error, 1)
             log.warning("model.retry", attempt=1, wait=round(pause, 3), error=str(error))
         await anyio.sleep(pause)
-        return await self._retry_send(body, log, read_stream, may_retry)
+        return await self._retry_send(body, log, read_stream, may_retry, follow_up)
 
     async def _retry_send(
         self,
@@ -174,6 +179,7 @@ class ResponsesClient:
         log: structlog.typing.FilteringBoundLogger,
         read_stream: StreamRead | None,
         may_retry: Callable[[], bool],
+        follow_up: bool,
     ) -> ModelResponse:
         """Attempts 2 to ``max_retries + 1``, under tenacity, once the first has failed."""
         retrying = tenacity.AsyncRetrying(
@@ -186,16 +192,20 @@ class ResponsesClient:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._send(body, log, read_stream)
+                return await self._send(body, log, read_stream, follow_up)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
-        self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
+        self,
+        body: JSONObject,
+        log: structlog.typing.FilteringBoundLogger,
+        read_stream: StreamRead | None,
+        follow_up: bool,
     ) -> ModelResponse:
         started = time.perf_counter()
         log.debug("model.request", url=self.shown_url, stream=read_stream is not None)
         try:
-            status, response = await self._exchange(body, read_stream)
+            status, response = await self._gated_exchange(body, read_stream, follow_up)
         except httpx.RequestError as exc:
             error = _request_error(self.shown_url, exc)
         else:
@@ -216,6 +226,21 @@ class ResponsesClient:
     def _request_auth(self) -> Any:
         # Without a key of ours, the client's own auth (if any) applies.
         return self._auth or httpx.USE_CLIENT_DEFAULT
+
+    async def _gated_exchange(
+        self, body: JSONObject, read_stream: StreamRead | None, follow_up: bool
+    ) -> tuple[int, ModelResponse]:
+        if self._gate is None:
+            return await self._exchange(body, read_stream)
+        if not self._gate.acquire_nowait():
+            pool = self._timeout.pool
+            deadline = math.inf if pool is None else anyio.current_time() + pool
+            if not await self._gate.acquire(follow_up=follow_up, deadline=deadline):
+                raise httpx.PoolTimeout("no free connection within the pool timeout")
+        try:
+            return await self._exchange(body, read_stream)
+        finally:
+            self._gate.release()
 
     async def _exchange(self, body: JSONObject, read_stream: StreamRead | None) -> tuple[int, ModelResponse]:
         if read_stream is None:
