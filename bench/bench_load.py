@@ -62,7 +62,7 @@ class LoadJob:
 class GcTimer:
     """Seconds in cyclic GC, collections per generation, and objects it freed (``gc.callbacks``)."""
 
-    seconds: float = 0.0
+    seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     collected: int = 0
     _started: float = 0.0
@@ -71,7 +71,7 @@ class GcTimer:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        self.seconds += time.perf_counter() - self._started
+        self.seconds[info["generation"]] += time.perf_counter() - self._started
         self.collections[info["generation"]] += 1
         self.collected += info["collected"]
 
@@ -153,8 +153,9 @@ async def measure_burst(job: LoadJob) -> JSON:
         "errors": burst.errors,
         "cpu_ms_per_run": cpu / job.runs * 1e3,
         "wall_s": wall,
-        "gc_s": timer.seconds,
-        "gc_share": timer.seconds / wall,
+        "gc_s": sum(timer.seconds),
+        "gc_share": sum(timer.seconds) / wall,
+        "gc_s_by_generation": timer.seconds,
         "gc_collections": timer.collections,
         "gc_freed_per_run": timer.collected / job.runs,
     }
