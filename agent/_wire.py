@@ -101,7 +101,9 @@ def parse_response(body: Any) -> ModelResponse:
         body=body,
         id=envelope.id,
         status=envelope.status or "completed",
-        output=envelope.output,
+        # The body's own list, not the envelope's: pydantic copied every item while checking it,
+        # and a run waiting for its next response would hold both.
+        output=body["output"],
         function_calls=calls,
         usage=Usage.from_wire(envelope.usage),
         error=envelope.error,

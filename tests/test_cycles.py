@@ -20,6 +20,7 @@ import pytest
 
 from agent import Agent, ToolRegistry, tool
 from agent._result import JSONObject
+from agent._wire import parse_response
 from tests._support import function_call, message, response, sse_text, stream_events
 
 ANSWER = "All four done."
@@ -140,3 +141,10 @@ async def test_a_run_leaves_no_reference_cycles(stream: bool) -> None:
         assert first.output == ANSWER
         left = await _unreachable_after(lambda: agent.run("Do the four tasks.", stream=stream))
     assert Counter() == left
+
+
+def test_a_parsed_response_holds_the_bodys_own_output_items() -> None:
+    """Parsing keeps the body's output items, not a validated copy a waiting run would hold twice."""
+    body = response(*CALLS)
+    parsed = parse_response(body)
+    assert all(held is sent for held, sent in zip(parsed.output, body["output"], strict=True))
