@@ -159,8 +159,7 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
         arguments = tool.validate(call.arguments)
     except ArgumentsError as exc:
         return _failure("invalid_arguments", str(exc))
-    loop = None if tool.is_async else anyio.lowlevel.current_token()
-    context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit, loop=loop)
+    context = _context(call, tool, scope) if tool.context_param else None
     timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
     # Waiting for a slot (run-wide, per tool, worker thread) is not the tool's time: the
     # timeout starts once the call can really run. (Plain nesting: an exit stack per call
@@ -172,10 +171,16 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
             return await _in_thread_slot(tool, arguments, context, settings, limit=timeout)
 
 
+def _context(call: FunctionCall, tool: Tool[..., Any], scope: TurnScope) -> ToolContext[Any]:
+    # Only for tools that take one: its threading.Event alone is six objects per call.
+    loop = None if tool.is_async else anyio.lowlevel.current_token()
+    return ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit, loop=loop)
+
+
 async def _in_thread_slot(
     tool: Tool[..., Any],
     arguments: dict[str, Any],
-    context: ToolContext[Any],
+    context: ToolContext[Any] | None,
     settings: ExecutionSettings,
     *,
     limit: float | None,
@@ -192,7 +197,7 @@ async def _in_thread_slot(
 async def _run_with_timeout(
     tool: Tool[..., Any],
     arguments: dict[str, Any],
-    context: ToolContext[Any],
+    context: ToolContext[Any] | None,
     settings: ExecutionSettings,
     thread: ThreadSlot | None,
     *,
@@ -203,7 +208,8 @@ async def _run_with_timeout(
         try:
             outcome = _success(await _invoke(tool.bind(arguments, context), thread))
         except anyio.get_cancelled_exc_class():
-            context.cancel_event.set()
+            if context is not None:
+                context.cancel_event.set()
             if _being_cancelled():
                 raise
             outcome = _failure("cancelled", f"tool {tool.name!r} was cancelled")

@@ -146,8 +146,11 @@ class Tool(Generic[P, R]):
             raise ArgumentsError("arguments must be a JSON object")
         return self._validator.validate(drop_null_defaults(parsed, self._validator.schema))
 
-    def bind(self, arguments: dict[str, Any], context: ToolContext[Any]) -> Callable[[], Any]:
-        """The call to make, with validated arguments and the context injected if asked for."""
+    def bind(self, arguments: dict[str, Any], context: ToolContext[Any] | None) -> Callable[[], Any]:
+        """The call to make, with validated arguments and the context injected if asked for.
+
+        ``context`` may be ``None`` only for a tool that takes none (``context_param`` unset).
+        """
         if self.context_param:
             arguments = {**arguments, self.context_param: context}
         return partial(self.function, **arguments)

@@ -1,4 +1,4 @@
-"""A run leaves nothing for the cyclic garbage collector: what it allocates, reference counting frees.
+"""What a run holds: nothing in reference cycles, and as little as it can while it waits.
 
 With thousands of runs in flight, every object caught in a reference cycle lives until a full
 collection walks the whole heap (``bench/bench_load.py`` measures what that costs). These tests
@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from agent import Agent, ToolRegistry, tool
+import agent._execution
+from agent import Agent, ToolContext, ToolRegistry, tool
 from agent._result import JSONObject
 from agent._wire import parse_response
-from tests._support import function_call, message, response, sse_text, stream_events
+from tests._support import function_call, message, response, scripted_agent, sse_text, stream_events
 
 ANSWER = "All four done."
 
@@ -148,3 +149,29 @@ def test_a_parsed_response_holds_the_bodys_own_output_items() -> None:
     body = response(*CALLS)
     parsed = parse_response(body)
     assert all(held is sent for held, sent in zip(parsed.output, body["output"], strict=True))
+
+
+@pytest.mark.asyncio
+async def test_a_tool_call_builds_a_tool_context_only_for_tools_that_take_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each call builds its ToolContext (and its threading.Event) only if the tool asks for it."""
+    built: list[str] = []
+
+    def counting(*args: Any, **kwargs: Any) -> ToolContext[Any]:
+        built.append(args[1])
+        return ToolContext(*args, **kwargs)
+
+    @tool
+    async def with_context(ctx: ToolContext[None]) -> str:
+        """Says which call it serves."""
+        return ctx.call_id
+
+    monkeypatch.setattr(agent._execution, "ToolContext", counting)
+    calls = [function_call("system_info", {}), function_call("with_context", {})]
+    scripted, _ = scripted_agent(
+        [response(*calls), response(message(ANSWER))], tools=[system_info, with_context]
+    )
+    async with scripted:
+        await scripted.run("go")
+    assert built == ["with_context"]
