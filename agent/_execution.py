@@ -60,7 +60,7 @@ class TurnScope:
     """What every tool call of one turn shares."""
 
     settings: ExecutionSettings
-    limiter: anyio.CapacityLimiter
+    limiter: anyio.Semaphore
     """The run-wide limit on calls running at once."""
     deps: Any
     turn: int
