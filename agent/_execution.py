@@ -60,7 +60,7 @@ class TurnScope:
     """What every tool call of one turn shares."""
 
     settings: ExecutionSettings
-    limiter: anyio.Semaphore
+    limiter: anyio.CapacityLimiter
     """The run-wide limit on calls running at once."""
     deps: Any
     turn: int

@@ -132,9 +132,7 @@ class Run:
     stream: bool
 
     async def turns(self) -> RunResult:
-        # fast_acquire: a free slot is taken without a checkpoint (a cancel scope and a trip
-        # round the event loop per call); a call yields soon enough, to its tool.
-        limiter = anyio.Semaphore(self.settings.max_concurrency, fast_acquire=True)
+        limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
         for turn in range(1, self.settings.max_turns + 1):
             scope = TurnScope(self.settings.execution, limiter, self.deps, turn, self.log, self.emit)
             response, records = await self.turn(scope)
