@@ -231,8 +231,7 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
         arguments = await _validate(tool, call.arguments, settings.limits)
     except ArgumentsError as exc:
         return _Outcome("invalid_arguments", _error_text("invalid_arguments", str(exc)), exc.detail)
-    loop = None if tool.is_async else anyio.lowlevel.current_token()
-    context = ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit, loop=loop)
+    context = _context(call, tool, scope) if tool.context_param else None
     timeout = tool.timeout if tool.timeout is not None else settings.tool_timeout
     # Waiting for the run-wide and the tool's slots is not bounded by the timeout: their
     # holders give them back at their own timeout, so the wait always ends. (Plain nesting:
@@ -244,7 +243,8 @@ async def _outcome(call: FunctionCall, scope: TurnScope) -> _Outcome:
             async with tool.limiter.get():
                 return await _in_thread_slot(tool, arguments, context, settings, limit=timeout)
     finally:
-        context.finish()
+        if context is not None:
+            context.finish()
 
 
 _OFF_LOOP_CHARACTERS = 64 * 1024
@@ -258,10 +258,16 @@ async def _validate(tool: Tool[..., Any], arguments: str, limits: Limits) -> dic
     return await anyio.to_thread.run_sync(tool.validate, arguments, limits)
 
 
+def _context(call: FunctionCall, tool: Tool[..., Any], scope: TurnScope) -> ToolContext[Any]:
+    # Only for tools that take one: its threading.Event alone is six objects per call.
+    loop = None if tool.is_async else anyio.lowlevel.current_token()
+    return ToolContext(call.call_id, tool.name, scope.deps, scope.turn, emit=scope.emit, loop=loop)
+
+
 async def _in_thread_slot(
     tool: Tool[..., Any],
     arguments: dict[str, Any],
-    context: ToolContext[Any],
+    context: ToolContext[Any] | None,
     settings: ExecutionSettings,
     *,
     limit: float | None,
@@ -294,7 +300,7 @@ async def _in_thread_slot(
 async def _run_with_timeout(
     tool: Tool[..., Any],
     arguments: dict[str, Any],
-    context: ToolContext[Any],
+    context: ToolContext[Any] | None,
     settings: ExecutionSettings,
     thread: ThreadSlot | None,
     *,
@@ -305,7 +311,8 @@ async def _run_with_timeout(
         try:
             outcome = _success(await _invoke(tool.bind(arguments, context), thread))
         except anyio.get_cancelled_exc_class():
-            context.cancel_event.set()
+            if context is not None:
+                context.cancel_event.set()
             if _being_cancelled():
                 raise
             outcome = _failure("cancelled", f"tool {tool.name!r} was cancelled")

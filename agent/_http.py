@@ -42,6 +42,7 @@ from agent._errors import (
     ResponseTooLargeError,
     UsageError,
 )
+from agent._gate import RequestGate
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._pool import KEEPALIVE_EXPIRY, PooledTransport, proxy_mounts, require_http2
 from agent._result import JSONObject
@@ -229,6 +230,8 @@ class ResponsesClient:
         self._http2 = http2
         self._owns_client = http_client is None
         self._http = http_client or _pooled_client(timeout, max_connections, http2=http2)
+        # Requests wait for our own pool here, before httpx builds them (your client: its own way).
+        self._gate = RequestGate(max_connections) if http_client is None else None
         self._log = log
         self._backoff = retry.backoff()
         self._closed = False
@@ -253,6 +256,7 @@ class ResponsesClient:
         log: structlog.typing.FilteringBoundLogger,
         read_stream: StreamRead | None = None,
         may_retry: Callable[[], bool] = lambda: True,
+        follow_up: bool = False,
     ) -> ModelResponse:
         """Send one request and return its response; the seam for one model request.
 
@@ -260,13 +264,14 @@ class ResponsesClient:
         handed to it. Transient failures (a failed response with a transient code included)
         are retried while ``may_retry()`` holds: a stream that fails after its tools started is
         not sent again. A failed response that is not retried is returned, for the loop to
-        keep; any other failure is raised.
+        keep; any other failure is raised. A ``follow_up`` (a run's request after its first
+        response) waits for a connection ahead of the runs' first requests.
         """
         # The first attempt goes out bare: most requests never fail, and the retry machinery
         # (objects in reference cycles) would be built per request for nothing.
         self._backoff.attempt()
         try:
-            outcome: Attempt = await self._attempt(body, log, read_stream)
+            outcome: Attempt = await self._attempt(body, log, read_stream, follow_up)
         except APIError as error:
             outcome = error
         if not self._retries(outcome, 1, may_retry, log):
@@ -274,7 +279,7 @@ class ResponsesClient:
         pause = self._retry.delay(_error_of(outcome), 1)
         log.warning("model.retry", attempt=1, wait=round(pause, 3), error=_describe(outcome))
         await anyio.sleep(pause)
-        return await self._retry_send(body, log, read_stream, may_retry)
+        return await self._retry_send(body, log, read_stream, may_retry, follow_up)
 
     async def _retry_send(
         self,
@@ -282,6 +287,7 @@ class ResponsesClient:
         log: structlog.typing.FilteringBoundLogger,
         read_stream: StreamRead | None,
         may_retry: Callable[[], bool],
+        follow_up: bool,
     ) -> ModelResponse:
         """Attempts 2 to ``max_retries + 1``, under tenacity, once the first has failed."""
 
@@ -297,7 +303,7 @@ class ResponsesClient:
         response: ModelResponse | None = None
         async for attempt in retrying:
             with attempt:
-                response = await self._attempt(body, log, read_stream)
+                response = await self._attempt(body, log, read_stream, follow_up)
             outcome = attempt.retry_state.outcome
             if outcome is not None and not outcome.failed:
                 attempt.retry_state.set_result(response)
@@ -335,26 +341,34 @@ class ResponsesClient:
         return self._retry.shared_pause and isinstance(outcome, APIError) and outcome.retry_after is not None
 
     async def _attempt(
-        self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
+        self,
+        body: JSONObject,
+        log: structlog.typing.FilteringBoundLogger,
+        read_stream: StreamRead | None,
+        follow_up: bool,
     ) -> ModelResponse:
         """One request, sent once the endpoint's pause is over; a 429 pauses the endpoint."""
         self._check_open()
         await self._backoff.wait_open()
         self._check_open()
         try:
-            return await self._send(body, log, read_stream)
+            return await self._send(body, log, read_stream, follow_up)
         except APIError as error:
             if self._retry.shared_pause and (error.status == 429 or error.retry_after is not None):
                 self._backoff.pause(self._retry.delay(error, 1))
             raise
 
     async def _send(
-        self, body: JSONObject, log: structlog.typing.FilteringBoundLogger, read_stream: StreamRead | None
+        self,
+        body: JSONObject,
+        log: structlog.typing.FilteringBoundLogger,
+        read_stream: StreamRead | None,
+        follow_up: bool,
     ) -> ModelResponse:
         started = time.perf_counter()
         log.debug("model.request", url=self.shown_url, stream=read_stream is not None)
         try:
-            status, response = await self._exchange(body, read_stream)
+            status, response = await self._gated_exchange(body, read_stream, follow_up)
         except (httpx.RequestError, RuntimeError, anyio.ClosedResourceError) as exc:
             error = self._request_failure(exc)
         else:
@@ -389,6 +403,21 @@ class ResponsesClient:
         # Without a key of ours, the client's own auth (if any) applies.
         return self._auth or httpx.USE_CLIENT_DEFAULT
 
+    async def _gated_exchange(
+        self, body: JSONObject, read_stream: StreamRead | None, follow_up: bool
+    ) -> tuple[int, ModelResponse]:
+        if self._gate is None:
+            return await self._exchange(body, read_stream)
+        if not self._gate.acquire_nowait():
+            pool = self._timeout.pool
+            deadline = math.inf if pool is None else anyio.current_time() + pool
+            if not await self._gate.acquire(follow_up=follow_up, deadline=deadline):
+                raise httpx.PoolTimeout("no free connection within the pool timeout")
+        try:
+            return await self._exchange(body, read_stream)
+        finally:
+            self._gate.release()
+
     async def _exchange(self, body: JSONObject, read_stream: StreamRead | None) -> tuple[int, ModelResponse]:
         # Encoded here, not by httpx: model-written text may hold lone surrogates.
         content = encode_request(body)
@@ -401,10 +430,15 @@ class ResponsesClient:
             headers=headers,
             timeout=self._timeout,
         )
-        async with request as reply:
-            if read_stream is not None and _is_event_stream(reply):
-                return reply.status_code, await read_stream(reply)
-            return reply.status_code, await self._read(reply)
+        reply: httpx.Response | None = None
+        try:
+            async with request as reply:
+                if read_stream is not None and _is_event_stream(reply):
+                    return reply.status_code, await read_stream(reply)
+                return reply.status_code, await self._read(reply)
+        finally:
+            if reply is not None:
+                _unlink(reply)
 
     async def _read(self, reply: httpx.Response) -> ModelResponse:
         """A reply read whole, within ``max_response_bytes``: the response, or its typed error."""
@@ -419,6 +453,21 @@ class ResponsesClient:
         return parse_response(
             parsed, max_output_items=self._limits.max_output_items, status=reply.status_code
         )
+
+
+_CLOSED_STREAM = httpx.ByteStream(b"")
+
+
+def _unlink(reply: httpx.Response) -> None:
+    """Break the reference cycle httpx leaves between a closed response and its stream.
+
+    httpx binds ``reply.stream`` to the response itself (to time it), so without this every
+    reply, its request, both bodies and the pool's wrappers (46 objects) wait for the cyclic GC
+    instead of being freed as soon as the loop lets go of them. A closed response never reads
+    its stream again.
+    """
+    if reply.is_closed:
+        reply.stream = _CLOSED_STREAM
 
 
 class _BearerAuth(httpx.Auth):

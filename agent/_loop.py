@@ -234,7 +234,10 @@ class Run:
         self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
     ) -> ModelResponse:
         """The seam for one model request."""
-        return await self.client.create(body, log=self.log, read_stream=read_stream, may_retry=may_retry)
+        follow_up = self.state.last is not None  # a started run: its requests go first
+        return await self.client.create(
+            body, log=self.log, read_stream=read_stream, may_retry=may_retry, follow_up=follow_up
+        )
 
     async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> ModelResponse:
         """Keep ``response`` with its repeated call ids made one; raise if it cannot go on."""

@@ -169,8 +169,11 @@ class Tool(Generic[P, R]):
             message = f"arguments could not be validated: the validator raised {kind}"
             raise ArgumentsError(message, detail=f"{message}: {safe_str(exc)}") from None
 
-    def bind(self, arguments: dict[str, Any], context: ToolContext[Any]) -> Callable[[], Any]:
-        """The call to make, with validated arguments and the context injected if asked for."""
+    def bind(self, arguments: dict[str, Any], context: ToolContext[Any] | None) -> Callable[[], Any]:
+        """The call to make, with validated arguments and the context injected if asked for.
+
+        ``context`` may be ``None`` only for a tool that takes none (``context_param`` unset).
+        """
         if self.context_param:
             arguments = {**arguments, self.context_param: context}
         return partial(self.function, **arguments)

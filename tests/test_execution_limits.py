@@ -542,10 +542,10 @@ async def test_large_arguments_are_validated_off_the_event_loop() -> None:
 async def test_a_fault_of_the_runtime_itself_still_gives_one_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even a bug of the runtime's own inside the call's dispatch ends as that call's tool_error."""
 
-    def broken_context(*args: Any, **kwargs: Any) -> None:
+    async def broken_dispatch(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the runtime")
 
-    monkeypatch.setattr("agent._execution.ToolContext", broken_context)
+    monkeypatch.setattr("agent._execution._in_thread_slot", broken_dispatch)
     record, sent = await outcome("echo", "{}")
     assert (record.kind, sent["error"]["message"]) == (
         "tool_error",
