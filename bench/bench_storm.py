@@ -19,6 +19,7 @@ time. Run::
 
     .venv/bin/python bench/bench_storm.py                       # 1,000 runs, 100 req/s, Retry-After 1 s
     .venv/bin/python bench/bench_storm.py --max-retries 2       # the default number of retries
+    .venv/bin/python bench/bench_storm.py --status 503          # overloaded: 503, no Retry-After
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ from agent.localmodel import AutoPolicy, create_app
 class RateLimited:
     """ASGI middleware: a token bucket in front of ``app``; past it, 429 with Retry-After."""
 
-    def __init__(self, app: ASGIApp, *, rate: float, retry_after: float, latency: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, rate: float, retry_after: float, latency: float, status: int = 429
+    ) -> None:
         self._app = app
+        self._status = status
         self._latency = latency
         self._rate = rate
         self._retry_after = retry_after
@@ -63,7 +67,10 @@ class RateLimited:
             await self._app(scope, receive, send)
             return
         self.limited += 1
-        await _too_many(send, self._retry_after)
+        if self._status == 429:
+            await _too_many(send, self._retry_after)
+        else:
+            await _overloaded(send, self._status)
 
     def _take(self) -> bool:
         now = time.monotonic()
@@ -87,6 +94,15 @@ async def _too_many(send: Send, retry_after: float) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _overloaded(send: Send, status: int) -> None:
+    """An endpoint in trouble: an error status and no word on when to come back."""
+    body = json.dumps({"error": {"message": "The server is overloaded.", "code": "server_error"}}).encode()
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     policy: str
@@ -97,10 +113,18 @@ class Outcome:
 
 
 async def storm(
-    name: str, policy: RetryPolicy, *, runs: int, rate: float, retry_after: float, latency: float
+    name: str,
+    policy: RetryPolicy,
+    *,
+    runs: int,
+    rate: float,
+    retry_after: float,
+    latency: float,
+    status: int = 429,
 ) -> Outcome:
     """``runs`` runs started together through one agent; what they cost and how they ended."""
-    server = RateLimited(create_app(AutoPolicy()), rate=rate, retry_after=retry_after, latency=latency)
+    app = create_app(AutoPolicy())
+    server = RateLimited(app, rate=rate, retry_after=retry_after, latency=latency, status=status)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(server), timeout=60)
     agent = Agent("m", base_url="http://storm.test/v1", api_key="k", http_client=client, retry=policy)
     succeeded = 0
@@ -141,9 +165,13 @@ def main() -> None:
     parser.add_argument("--max-retries", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds before each answer")
     parser.add_argument("--repeat", type=int, default=3, help="storms per policy (the median is shown)")
+    parser.add_argument(
+        "--status", type=int, default=429, help="past the rate: 429 with Retry-After, or e.g. 503 without"
+    )
     args = parser.parse_args()
     print(
-        f"{args.runs} runs, endpoint {args.rate:g} req/s, Retry-After {args.retry_after:g} s, "
+        f"{args.runs} runs, endpoint {args.rate:g} req/s, past it {args.status}"
+        f"{f' with Retry-After {args.retry_after:g} s' if args.status == 429 else ' (no Retry-After)'}, "
         f"{args.latency * 1000:g} ms per answer, max_retries {args.max_retries}, "
         f"median of {args.repeat}"
     )
@@ -159,6 +187,7 @@ def main() -> None:
             rate=args.rate,
             retry_after=args.retry_after,
             latency=args.latency,
+            status=args.status,
         )
         results = [anyio.run(run) for _ in range(args.repeat)]
         ratios = sorted(r.requests / r.succeeded for r in results if r.succeeded)
