@@ -55,11 +55,11 @@ from agent._events import (
     ToolProgress,
     TurnFinished,
 )
-from agent._http import RetryPolicy
 from agent._limits import Limits
 from agent._logging import make_logger
 from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
+from agent._retry import RetryPolicy
 from agent._run_stream import RunStream
 from agent._tools import ArgumentsError, Tool, ToolContext, tool
 

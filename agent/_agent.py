@@ -21,14 +21,16 @@ from structlog.typing import FilteringBoundLogger
 from agent._errors import AgentClosedError, AgentError, UsageError
 from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
 from agent._execution import ExecutionSettings
-from agent._http import DEFAULT_TIMEOUT, ResponsesClient, RetryPolicy, shown_url
+from agent._http import DEFAULT_TIMEOUT, ResponsesClient
 from agent._limits import Limits
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
 from agent._registry import ToolLike, ToolRegistry
 from agent._result import JSONObject, RunResult
+from agent._retry import RetryPolicy
 from agent._run_stream import RunStream, open_run_stream
 from agent._threads import LoopLocalLimiter
+from agent._urls import shown_url
 from agent._wire import input_items
 
 __all__ = ["Agent"]
