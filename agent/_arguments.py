@@ -8,11 +8,10 @@ refused, and error lists cut short.
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from agent._limits import Limits
+from agent._wire import STRICT_JSON
 
 __all__ = ["MAX_ERRORS", "ArgumentsError", "parse_arguments", "safe_str", "summarise"]
 
@@ -49,7 +48,7 @@ def parse_arguments(arguments: str, limits: Limits) -> dict[str, Any]:
         return {}
     depth_message = f"arguments are nested more than {limits.max_json_depth} levels deep"
     try:
-        parsed = _DECODER.decode(arguments)
+        parsed = STRICT_JSON.decode(arguments)
     except RecursionError:  # the C scanner recurses once per level
         raise ArgumentsError(depth_message) from None
     except ValueError as exc:
@@ -82,21 +81,6 @@ def _deeper_than(value: Any, limit: int) -> bool:
             if isinstance(child, dict | list):
                 stack.append((child, depth + 1))
     return False
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-"""One decoder for all calls (``json.loads`` with options builds a new one each time)."""
 
 
 MAX_ERRORS = 10

@@ -23,6 +23,7 @@ from agent._limits import DEFAULT_LIMITS
 from agent._result import JSONObject, Usage
 
 __all__ = [
+    "STRICT_JSON",
     "FunctionCall",
     "JSONRefused",
     "ModelResponse",
@@ -167,7 +168,7 @@ class JSONRefused(ValueError):
 
 
 def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
@@ -177,7 +178,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+"""JSON as the RFC has it: ``NaN``/``Infinity`` and floats that overflow are refused (Python's
+parser takes them). One decoder for everything read (``json.loads`` with options builds a new
+one per call): bodies, events, a call's arguments, the local server's requests."""
 _STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -193,7 +197,7 @@ def load_json(data: bytes | str, *, max_depth: int) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         too_deep = _depth(text, max_depth) > max_depth
         if not too_deep:
-            return _DECODER.decode(text)
+            return STRICT_JSON.decode(text)
         reason = f"nested deeper than Limits.max_json_depth={max_depth}"
     except RecursionError:
         reason, too_deep = "nested too deep to parse", True

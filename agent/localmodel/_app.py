@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import secrets
 import threading
 from collections import Counter, deque
@@ -24,6 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from agent._wire import STRICT_JSON
 
 from ._errors import Rejection, invalid_request
 from ._faults import Fault, FaultMix, FaultPlan, response_error, status_rejection
@@ -268,20 +269,9 @@ def _decode(raw: bytes) -> Any:
     which clients retry).
     """
     try:
-        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
-    except ValueError:
+        return STRICT_JSON.decode(raw.decode())
+    except ValueError:  # UnicodeDecodeError included
         return _INVALID
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of a float's range")
-    return value
 
 
 def _mask(key: str) -> str:
