@@ -278,22 +278,20 @@ class ResponsesClient:
         # Encoded here, not by httpx: model-written text may hold lone surrogates.
         content = encode_request(body)
         headers = _JSON_HEADERS if read_stream is None else _SSE_HEADERS
-        request = self._http.stream(
-            "POST",
-            self.url,
-            content=content,
-            auth=self._request_auth(),
-            headers=headers,
-            timeout=self._timeout,
+        request = self._http.build_request(
+            "POST", self.url, content=content, headers=headers, timeout=self._timeout
         )
-        reply: httpx.Response | None = None
+        # What client.stream() does, without its context manager's objects (held by every
+        # request in flight, up to the pool's 512).
+        reply = await self._http.send(request, auth=self._request_auth(), stream=True)
         try:
-            async with request as reply:
-                if read_stream is not None and _is_event_stream(reply):
-                    return reply.status_code, await read_stream(reply)
-                return reply.status_code, await self._read(reply)
+            if read_stream is not None and _is_event_stream(reply):
+                return reply.status_code, await read_stream(reply)
+            return reply.status_code, await self._read(reply)
         finally:
-            if reply is not None:
+            try:
+                await reply.aclose()
+            finally:
                 _unlink(reply)
 
     async def _read(self, reply: httpx.Response) -> ModelResponse:

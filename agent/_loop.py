@@ -158,15 +158,13 @@ class Run:
         raise RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
 
     async def turns(self) -> RunResult:
-        limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
-        for turn in range(1, self.settings.max_turns + 1):
-            scope = TurnScope(self.settings.execution, limiter, self.deps, turn, self.log, self.emit)
-            response, _ = await self.turn(scope)
+        for number in range(1, self.settings.max_turns + 1):
+            response, _ = await self.turn(number)
             if response.status == "incomplete" or not response.function_calls:
                 return self.state.result()
         raise MaxTurnsExceeded(f"the model was still calling tools after {self.settings.max_turns} turns")
 
-    async def turn(self, scope: TurnScope) -> tuple[ModelResponse, list[ToolCallRecord]]:
+    async def turn(self, number: int) -> tuple[ModelResponse, list[ToolCallRecord]]:
         """One model response and its tool calls (started as they stream in, when streaming).
 
         Every call of the response, and every call started from its stream, ends with one
@@ -176,7 +174,7 @@ class Run:
         body = self.settings.request_body(self.state, stream=self.stream)
         turn = _TurnCalls()
         try:
-            return await self._turn(scope, body, turn)
+            return await self._turn(number, body, turn)
         except BaseException as exc:
             if not turn.recorded and turn.calls is not None:
                 why = f"the run ended ({exc})" if isinstance(exc, AgentError) else "the run was cancelled"
@@ -184,34 +182,68 @@ class Run:
             raise
 
     async def _turn(
-        self, scope: TurnScope, body: JSONObject, turn: _TurnCalls
+        self, number: int, body: JSONObject, turn: _TurnCalls
     ) -> tuple[ModelResponse, list[ToolCallRecord]]:
-        failure: AgentError | None = None
         escaped: BaseException | None = None
         try:
-            async with anyio.create_task_group() as group:
-                calls = turn.calls = CallBatch(group, scope)
-                reader = self._stream_reader(scope.turn, calls) if self.stream else None
-                try:
-                    received = await self.request_model(body, reader, may_retry=lambda: not calls.started)
-                    response = await self._accept(scope.turn, received, turn)
-                except AgentError as exc:
-                    failure = exc
-                    group.cancel_scope.cancel()
-                else:
-                    self._start_or_stop(response, calls, group)
+            if self.stream:
+                async with anyio.create_task_group() as group:
+                    calls = turn.calls = CallBatch(group, self._scope(number))
+                    reader = self._stream_reader(number, calls)
+                    received = await self._request(body, reader, may_retry=lambda: not calls.started)
+                    outcome = await self._accept_and_start(number, received, turn, calls, group)
+            else:
+                # No call runs during a plain request: the turn's task group opens once the
+                # response is in, so the thousands of runs waiting on the endpoint hold less.
+                received = await self._request(body, None, may_retry=_always)
+                async with anyio.create_task_group() as group:
+                    calls = turn.calls = CallBatch(group, self._scope(number))
+                    outcome = await self._accept_and_start(number, received, turn, calls, group)
         except ExceptionGroup as errors:
             escaped = _sole(errors)  # e.g. a hook's HookError, raised from a call's task
         if escaped is not None:
             raise escaped  # outside the except block: keeps its own cause, gains no context
-        if failure is not None:
-            self._record(turn, await calls.settle(turn.to_answer(), f"the response failed ({failure})"))
-            raise failure
-        why = f"the response was incomplete ({response.incomplete_reason or 'no reason given'})"
+        if isinstance(outcome, AgentError):
+            self._record(turn, await calls.settle(turn.to_answer(), f"the response failed ({outcome})"))
+            raise outcome
+        why = f"the response was incomplete ({outcome.incomplete_reason or 'no reason given'})"
         records = await calls.settle(turn.to_answer(), why)
         self._record(turn, records)
-        await self.emit(TurnFinished(scope.turn, response.id, response.usage, len(records)))
-        return response, records
+        await self.emit(TurnFinished(number, outcome.id, outcome.usage, len(records)))
+        return outcome, records
+
+    def _scope(self, number: int) -> TurnScope:
+        # A limiter per turn bounds the whole run: a turn's calls all end before the next turn.
+        limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
+        return TurnScope(self.settings.execution, limiter, self.deps, number, self.log, self.emit)
+
+    async def _request(
+        self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
+    ) -> ModelResponse | AgentError:
+        try:
+            return await self.request_model(body, read_stream, may_retry=may_retry)
+        except AgentError as exc:
+            return exc
+
+    async def _accept_and_start(
+        self,
+        number: int,
+        received: ModelResponse | AgentError,
+        turn: _TurnCalls,
+        calls: CallBatch,
+        group: anyio.abc.TaskGroup,
+    ) -> ModelResponse | AgentError:
+        """The accepted response, its calls started; or the turn's failure, the group cancelled."""
+        if not isinstance(received, AgentError):
+            try:
+                response = await self._accept(number, received, turn)
+            except AgentError as exc:
+                received = exc
+            else:
+                self._start_or_stop(response, calls, group)
+                return response
+        group.cancel_scope.cancel()
+        return received
 
     def _record(self, turn: _TurnCalls, records: list[ToolCallRecord]) -> None:
         """Put the turn's records and outputs in the state, with the calls no response listed."""
@@ -270,6 +302,10 @@ class Run:
             return await StreamReader(turn, self.emit, on_call, self.settings.limits).read(reply)
 
         return read
+
+
+def _always() -> bool:
+    return True
 
 
 def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -22,6 +22,7 @@ Run (about 1 min; ``--reps 1`` for a quick look)::
 
     .venv/bin/python bench/bench_load.py                         # 100, 1,000 and 10,000 runs
     .venv/bin/python bench/bench_load.py --runs 1000,10000 --reps 5
+    .venv/bin/python bench/bench_load.py --max-connections 32    # fewer requests in flight
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class LoadJob:
     runs: int
     base_url: str
     tools: ToolSet = "trivial"
+    max_connections: int = 0
+    """0: the agent's default (512)."""
 
 
 @dataclass
@@ -129,7 +132,8 @@ def percentile(values: list[float], share: float) -> float:
 
 async def measure_burst(job: LoadJob) -> JSON:
     """The burst's figures, in this (fresh) process."""
-    async with AgentRunner(Job("concurrent", "agent", job.tools, job.runs, job.base_url)) as runner:
+    spec = Job("concurrent", "agent", job.tools, job.runs, job.base_url, job.max_connections)
+    async with AgentRunner(spec) as runner:
         assert isinstance(runner, AgentRunner)
         burst = Burst(runner, await runner.run())
         gc.collect()
@@ -222,6 +226,7 @@ def main() -> None:
     parser.add_argument("--runs", default="100,1000,10000", help="run counts, comma-separated")
     parser.add_argument("--reps", type=int, default=3, help="fresh client processes per count (median)")
     parser.add_argument("--tools", choices=["trivial", "builtin"], default="trivial")
+    parser.add_argument("--max-connections", type=int, default=0, help="the agent's (default: its own, 512)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -230,10 +235,12 @@ def main() -> None:
     counts = [int(n) for n in args.runs.split(",")]
     started = time.perf_counter()
     with ServerProcess("raw", script="demo", delay=DELAY) as server:
-        results = [measure(LoadJob(n, server.base_url, args.tools), args.reps) for n in counts]
+        jobs = [LoadJob(n, server.base_url, args.tools, args.max_connections) for n in counts]
+        results = [measure(job, args.reps) for job in jobs]
     took = time.perf_counter() - started
     print(
-        f"\n{args.tools} tools; server: raw, {DELAY * 1e3:.0f} ms per response; medians of {args.reps} "
+        f"\n{args.tools} tools; max_connections {args.max_connections or 'default'}; server: raw, "
+        f"{DELAY * 1e3:.0f} ms per response; medians of {args.reps} "
         f"fresh client processes; {took:.0f} s in all; python {sys.version.split()[0]}, pid {os.getpid()}"
         f"\n\n{render(results)}"
     )
