@@ -83,7 +83,6 @@ class ResponsesClient:
         self._timeout = timeout
         self._retry = retry
         self._limits = limits
-        self._http2 = http2
         self._owns_client = http_client is None
         self._http = http_client or _pooled_client(timeout, max_connections, http2=http2)
         # Requests wait for our own pool here, before httpx builds them (your client: its own way).
