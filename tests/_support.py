@@ -198,3 +198,11 @@ def sse_reply(body_or_events: JSONObject | list[JSONObject]) -> httpx.Response:
     """A streamed 200 reply: a response body (streamed as the API would) or explicit events."""
     events = stream_events(body_or_events) if isinstance(body_or_events, dict) else body_or_events
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=sse_text(events))
+
+
+def assert_continuable(items: list[JSONObject]) -> None:
+    """Every function_call in ``items`` has exactly one function_call_output (a run can go on)."""
+    calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
+    outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
+    assert sorted(calls) == sorted(outputs)
+    assert len(set(calls)) == len(calls)

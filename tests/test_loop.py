@@ -23,7 +23,7 @@ from agent import (
     UsageError,
     tool,
 )
-from tests._support import function_call, message, response, scripted_agent
+from tests._support import assert_continuable, function_call, message, response, scripted_agent
 
 
 @tool
@@ -489,14 +489,6 @@ def test_impossible_limits_are_refused(options: dict[str, int]) -> None:
     """Limits that could never let a run finish are a UsageError at construction."""
     with pytest.raises(UsageError):
         Agent("m", **options)  # type: ignore[arg-type]
-
-
-def assert_continuable(items: list[dict[str, Any]]) -> None:
-    """Every function_call in ``items`` has exactly one function_call_output, after it."""
-    calls = [i["call_id"] for i in items if i.get("type") == "function_call"]
-    outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
-    assert sorted(calls) == sorted(outputs)
-    assert len(set(calls)) == len(calls)
 
 
 def streamed_failure(body: dict[str, Any], code: str) -> Any:

@@ -6,7 +6,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -21,14 +20,15 @@ from agent import (
     tool,
 )
 from agent.localmodel import AutoPolicy, Fault, LocalModelServer
-from tests._support import FAST_RETRY, error_reply, function_call, message, response, scripted_agent
-
-
-def assert_continuable(items: list[dict[str, Any]]) -> None:
-    """Every function_call in ``items`` has exactly one function_call_output."""
-    calls = sorted(i["call_id"] for i in items if i.get("type") == "function_call")
-    outputs = sorted(i["call_id"] for i in items if i.get("type") == "function_call_output")
-    assert calls == outputs
+from tests._support import (
+    FAST_RETRY,
+    assert_continuable,
+    error_reply,
+    function_call,
+    message,
+    response,
+    scripted_agent,
+)
 
 
 @tool
