@@ -18,10 +18,12 @@ import httpx
 from pydantic import SecretStr
 from structlog.typing import FilteringBoundLogger
 
+from agent._engine import Engine
 from agent._errors import AgentClosedError, AgentError, UsageError
 from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
 from agent._execution import ExecutionSettings
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient
+from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
@@ -203,6 +205,7 @@ class Agent:
         hooks: Hooks | None = None,
         stream: bool | None = None,
         run_timeout: float | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
 
@@ -213,6 +216,8 @@ class Agent:
             stream: Stream the model's responses (default: the agent's ``stream``), so tools
                 start while the response is still being written; hooks see it all happen.
             run_timeout: Seconds this run may take (default: the agent's ``run_timeout``).
+            run_id: The run's id, in its logs, ``RunStarted`` and ``ToolContext.run_id`` (and so
+                in every ``ToolContext.idempotency_key``); a random one when not given.
 
         Raises:
             APIError: the endpoint failed (after retries), with ``partial_result`` set.
@@ -223,7 +228,7 @@ class Agent:
         self._check_open()
         emit = partial(dispatch_to_hooks, hooks)
         stream = self.stream if stream is None else stream
-        return await self._run(self._client, input, deps, emit, stream, run_timeout)
+        return await self._run(self._client, input, deps, emit, stream, run_timeout, run_id)
 
     def run_stream(
         self,
@@ -232,6 +237,7 @@ class Agent:
         deps: Any = None,
         hooks: Hooks | None = None,
         run_timeout: float | None = None,
+        run_id: str | None = None,
     ) -> AbstractAsyncContextManager[RunStream]:
         """Run with streaming and iterate over the run's events as they happen::
 
@@ -246,7 +252,7 @@ class Agent:
         self._check_open()
 
         async def start(emit: Emit) -> RunResult:
-            return await self._run(self._client, input, deps, emit, True, run_timeout)
+            return await self._run(self._client, input, deps, emit, True, run_timeout, run_id)
 
         return open_run_stream(start, hooks)
 
@@ -257,18 +263,24 @@ class Agent:
         deps: Any = None,
         hooks: Hooks | None = None,
         run_timeout: float | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
         self._check_open()
         emit = partial(dispatch_to_hooks, hooks)
-        return anyio.run(self._run_detached, input, deps, emit, run_timeout)
+        return anyio.run(self._run_detached, input, deps, emit, run_timeout, run_id)
 
     async def _run_detached(
-        self, input: str | Sequence[JSONObject], deps: Any, emit: Emit, run_timeout: float | None
+        self,
+        input: str | Sequence[JSONObject],
+        deps: Any,
+        emit: Emit,
+        run_timeout: float | None,
+        run_id: str | None,
     ) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, input, deps, emit, self.stream, run_timeout)
+            return await self._run(client, input, deps, emit, self.stream, run_timeout, run_id)
         finally:
             await client.aclose()
 
@@ -280,6 +292,7 @@ class Agent:
         emit: Emit,
         stream: bool,
         run_timeout: float | None,
+        run_id: str | None,
     ) -> RunResult:
         _check_timeout(run_timeout)
         # The wait for admission is outside the run's deadline: run_timeout bounds the work of
@@ -287,7 +300,7 @@ class Agent:
         async with self._admission.get() if self._admission else contextlib.nullcontext():
             self._check_open()
             seconds = self.settings.run_timeout if run_timeout is None else run_timeout
-            return await self._admitted_run(client, input, deps, emit, stream, seconds)
+            return await self._admitted_run(client, input, deps, emit, stream, seconds, run_id)
 
     async def _admitted_run(
         self,
@@ -297,11 +310,30 @@ class Agent:
         emit: Emit,
         stream: bool,
         run_timeout: float | None,
+        run_id: str | None,
     ) -> RunResult:
-        run_id = uuid.uuid4().hex[:16]
-        state = RunState(items=input_items(input))
-        run = Run(self.settings, client, state, deps, emit, self._log.bind(run_id=run_id), stream)
-        run.log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
+        run_id = run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
+        log = self._log.bind(run_id=run_id)
+        execution = self.settings.execution
+        engine = InProcessEngine.for_run(client, execution, run_id=run_id, deps=deps, emit=emit, log=log)
+        return await self._run_on(
+            engine, input, run_id=run_id, emit=emit, log=log, stream=stream, run_timeout=run_timeout
+        )
+
+    async def _run_on(
+        self,
+        engine: Engine,
+        input: str | Sequence[JSONObject],
+        *,
+        run_id: str,
+        emit: Emit,
+        log: FilteringBoundLogger,
+        stream: bool,
+        run_timeout: float | None = None,
+    ) -> RunResult:
+        """The loop on ``input`` through ``engine``: what every engine's runs share."""
+        run = Run(self.settings, engine, RunState(items=input_items(input)), emit, log, stream)
+        log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
         try:
             await emit(RunStarted(run_id=run_id, model=self.model))
             result = await run.turns_within(run_timeout)
@@ -309,9 +341,9 @@ class Agent:
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()
             # Info, not warning: the caller gets the exception itself and decides how loud it is.
-            run.log.info("run.error", error=type(exc).__name__, detail=str(exc))
+            log.info("run.error", error=type(exc).__name__, detail=str(exc))
             raise
-        run.log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
+        log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
         return result
 
 

@@ -2,29 +2,27 @@
 
 The loop is deterministic given the responses and tool results it receives: what it sends
 depends on nothing else (no clocks, no random ids, results in call order, not completion
-order), so a recorded run can be replayed. It reaches the endpoint only through
-:meth:`Run.request_model` and each tool only through :func:`execute_call`.
+order), so a recorded run can be replayed. It reaches the endpoint and the tools only through
+its :class:`~agent._engine.Engine` (see ``_engine.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 import anyio.abc
-import httpx
 from structlog.typing import FilteringBoundLogger
 
+from agent._batch import CallBatch, TurnScope
+from agent._engine import Engine, ModelRequest
 from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseFailedError, RunTimeoutError
-from agent._events import Emit, ModelResponded, StreamRestarted, TurnFinished
-from agent._execution import CallBatch, ExecutionSettings, TurnScope
-from agent._http import ResponsesClient, StreamRead
+from agent._events import Emit, ModelResponded, TurnFinished
+from agent._execution import ExecutionSettings
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
-from agent._stream import StreamReader
 from agent._wire import (
     FunctionCall,
     ModelResponse,
@@ -139,12 +137,11 @@ class _TurnCalls:
 
 @dataclass(slots=True)
 class Run:
-    """One run in progress: the agent's loop settings plus this run's client, state and outlets."""
+    """One run in progress: the agent's loop settings plus this run's engine, state and outlets."""
 
     settings: LoopSettings
-    client: ResponsesClient
+    engine: Engine
     state: RunState
-    deps: Any
     emit: Emit
     log: FilteringBoundLogger
     stream: bool
@@ -189,13 +186,12 @@ class Run:
             if self.stream:
                 async with anyio.create_task_group() as group:
                     calls = turn.calls = CallBatch(group, self._scope(number))
-                    reader = self._stream_reader(number, calls)
-                    received = await self._request(body, reader, may_retry=lambda: not calls.started)
+                    received = await self._request(number, body, calls)
                     outcome = await self._accept_and_start(number, received, turn, calls, group)
             else:
                 # No call runs during a plain request: the turn's task group opens once the
                 # response is in, so the thousands of runs waiting on the endpoint hold less.
-                received = await self._request(body, None, may_retry=_always)
+                received = await self._request(number, body, None)
                 async with anyio.create_task_group() as group:
                     calls = turn.calls = CallBatch(group, self._scope(number))
                     outcome = await self._accept_and_start(number, received, turn, calls, group)
@@ -215,13 +211,14 @@ class Run:
     def _scope(self, number: int) -> TurnScope:
         # A limiter per turn bounds the whole run: a turn's calls all end before the next turn.
         limiter = anyio.CapacityLimiter(self.settings.max_concurrency)
-        return TurnScope(self.settings.execution, limiter, self.deps, number, self.log, self.emit)
+        tools = self.settings.execution.tools
+        return TurnScope(self.engine, number, limiter, tools, self.settings.limits, self.emit)
 
     async def _request(
-        self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
+        self, number: int, body: JSONObject, live: CallBatch | None
     ) -> ModelResponse | AgentError:
         try:
-            return await self.request_model(body, read_stream, may_retry=may_retry)
+            return await self.engine.request_model(ModelRequest(number, body), live)
         except AgentError as exc:
             return exc
 
@@ -262,15 +259,6 @@ class Run:
         for call in response.function_calls:
             calls.start(call)
 
-    async def request_model(
-        self, body: JSONObject, read_stream: StreamRead | None, *, may_retry: Callable[[], bool]
-    ) -> ModelResponse:
-        """The seam for one model request."""
-        follow_up = self.state.last is not None  # a started run: its requests go first
-        return await self.client.create(
-            body, log=self.log, read_stream=read_stream, may_retry=may_retry, follow_up=follow_up
-        )
-
     async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> ModelResponse:
         """Keep ``response`` with its repeated call ids made one; raise if it cannot go on."""
         stored = self.settings.use_previous_response_id
@@ -282,30 +270,6 @@ class Run:
             raise conflict
         _check_status(accepted)
         return accepted
-
-    def _stream_reader(self, turn: int, calls: CallBatch) -> StreamRead:
-        """Reads a streamed response, starting each eager tool's call as soon as it is complete."""
-        tools = self.settings.execution.tools
-
-        def on_call(call: FunctionCall) -> None:
-            tool = tools.get(call.name)
-            if tool is None or tool.eager:
-                calls.start(call)
-
-        reads = 0
-
-        async def read(reply: httpx.Response) -> ModelResponse:
-            nonlocal reads
-            reads += 1
-            if reads > 1:
-                await self.emit(StreamRestarted(turn))
-            return await StreamReader(turn, self.emit, on_call, self.settings.limits).read(reply)
-
-        return read
-
-
-def _always() -> bool:
-    return True
 
 
 def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -57,6 +57,18 @@ class ToolContext(Generic[DepsT]):
     outcome is out); see :attr:`cancelled`."""
     loop: anyio.lowlevel.EventLoopToken | None = field(default=None, repr=False)
     """The run's event loop, for :meth:`report_from_thread`."""
+    run_id: str = ""
+    """The run's id (``Agent.run(run_id=...)``, or the durable run's id)."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"{run_id}:{turn}:{call_id}"``: the same every time this call is run again.
+
+        A durable run that crashed while this call was in flight runs it again on recovery, with
+        the same key: pass it to the services the tool changes (a payment API's idempotency
+        key, a unique column) so the side effect happens once.
+        """
+        return f"{self.run_id}:{self.turn}:{self.call_id}"
 
     async def report(self, data: Any) -> None:
         """Report progress (or any custom event) from an async tool: it appears in the run's

@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from agent import ArgumentsError, Limits, tool
-from agent._execution import execute_call
 from agent._result import OutcomeKind
-from tests.test_execution_limits import call_of, make_scope
+from tests.test_execution_limits import call_of, execute_call, make_scope
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
 """Any code points, lone surrogates and control characters included."""

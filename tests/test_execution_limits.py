@@ -11,8 +11,10 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from agent import HookError, Hooks, Limits, ToolContext, ToolError, tool
+from agent._batch import CallBatch, TurnScope
 from agent._events import RunEvent, ToolCallFinished, ToolCallStarted, dispatch_to_hooks
-from agent._execution import CallBatch, ExecutionSettings, TurnScope, execute_call
+from agent._execution import ExecutionSettings, ToolEnvironment
+from agent._inprocess import InProcessEngine
 from agent._logging import silent_logger
 from agent._registry import ToolRegistry
 from agent._result import ToolCallRecord
@@ -123,18 +125,38 @@ def make_scope(
     emit: Any = None,
     max_threads: int = 8,
     timeout: float | None = 5,
+    expose: bool = False,
 ) -> TurnScope:
+    """Turn 1 of a run of the in-process engine, with no HTTP client (only tools run)."""
     settings = ExecutionSettings(
         tools=ToolRegistry(tools),
         tool_timeout=timeout,
         thread_limiter=LoopLocalLimiter(max_threads),
+        expose_exception_messages=expose,
         limits=limits or Limits(),
     )
 
     async def no_events(event: RunEvent) -> None:
         pass
 
-    return TurnScope(settings, anyio.CapacityLimiter(32), None, 1, silent_logger(), emit or no_events)
+    emit = emit or no_events
+    log = silent_logger()
+    environment = ToolEnvironment(settings, None, emit, log, "run-1")
+    engine = InProcessEngine(None, environment, emit, log, settings.limits)  # type: ignore[arg-type]  # no requests
+    return TurnScope(engine, 1, anyio.CapacityLimiter(32), settings.tools, settings.limits, emit)
+
+
+async def execute_call(call: FunctionCall, scope: TurnScope) -> ToolCallRecord:
+    """One call through a turn's real path (its events, the run-wide limit, the engine)."""
+    batches: list[CallBatch] = []
+    try:
+        async with anyio.create_task_group() as group:
+            batches.append(CallBatch(group, scope))
+            batches[0].start(call)
+    except ExceptionGroup as errors:  # a hook's HookError, raised from the call's task
+        raise errors.exceptions[0] from None
+    (record,) = await batches[0].settle([call], "the test ended", emit_finished=False)
+    return record
 
 
 def call_of(name: str, arguments: str, call_id: str = "call_1") -> FunctionCall:
@@ -260,10 +282,7 @@ async def test_tool_faults_end_as_tool_error(name: str, kind: str, message_part:
 @pytest.mark.asyncio
 async def test_exposed_exception_whose_str_raises_still_gives_an_outcome() -> None:
     """expose_tool_exceptions with a broken __str__: the type is sent, nothing raises."""
-    settings = make_scope().settings
-    exposed = ExecutionSettings(settings.tools, 5, LoopLocalLimiter(2), expose_exception_messages=True)
-    scope = TurnScope(exposed, anyio.CapacityLimiter(2), None, 1, silent_logger(), make_scope().emit)
-    record = await execute_call(call_of("raises_bad_str", "{}"), scope)
+    record = await execute_call(call_of("raises_bad_str", "{}"), make_scope(expose=True))
     assert record.kind == "tool_error"
     assert "BadStr" in json.loads(record.output)["error"]["message"]
 
