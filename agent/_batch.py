@@ -7,7 +7,8 @@ emits each call's start and end around the engine's step, never inside it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -79,14 +80,18 @@ class CallBatch:
         self._seen[call.call_id] = call
         if len(self._started) < self._scope.limits.max_calls_per_response:
             self._started[call.call_id] = call
-            self._group.start_soon(self._run, call)
+            # Asked of the engine here, in call order; awaited in the call's own task.
+            step = self._scope.engine.call_tool(_request(self._scope.turn, call))
+            self._group.start_soon(self._run, call, step)
 
-    async def _run(self, call: FunctionCall) -> None:
+    async def _run(self, call: FunctionCall, step: Awaitable[ToolOutcome]) -> None:
         scope = self._scope
+        awaited = False
         try:
             await scope.emit(ToolCallStarted(scope.turn, call.call_id, call.name, call.arguments))
             async with scope.limiter:
-                outcome = await scope.engine.call_tool(_request(scope.turn, call))
+                awaited = True
+                outcome = await step
             record = self._records[call.call_id] = record_of(call, scope.turn, outcome)
             await scope.emit(ToolCallFinished(record))
         except HookError:
@@ -96,6 +101,9 @@ class CallBatch:
                 return
             self._hook_failed = True
             raise
+        finally:
+            if not awaited and inspect.iscoroutine(step):
+                step.close()  # cancelled before it began: it never runs, and says nothing
 
     async def settle(
         self, calls: Sequence[FunctionCall] | None, why: str, *, emit_finished: bool = True

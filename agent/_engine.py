@@ -15,6 +15,7 @@ durable. A third engine implements the two methods of :class:`Engine` and nothin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -100,5 +101,10 @@ class Engine(Protocol):
         The response round-trips through its JSON ``body`` (:func:`response_from_json`).
         """
 
-    async def call_tool(self, request: ToolRequest) -> ToolOutcome:
-        """One tool call to its outcome; raises nothing but the run's own cancellation."""
+    def call_tool(self, request: ToolRequest) -> Awaitable[ToolOutcome]:
+        """One tool call to its outcome; raises nothing but the run's own cancellation.
+
+        The loop calls this for a turn's calls one after another, in call order, and awaits
+        the results concurrently later: an engine that numbers its steps numbers them here, so
+        that a replay numbers them the same way whatever order the calls finish in.
+        """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,8 @@ class InProcessEngine:
             follow_up=request.turn > 1,  # a started run's requests go first
         )
 
-    async def call_tool(self, request: ToolRequest) -> ToolOutcome:
-        return await run_tool(request, self.tools)
+    def call_tool(self, request: ToolRequest) -> Coroutine[Any, Any, ToolOutcome]:
+        return run_tool(request, self.tools)
 
     def _stream_reader(self, turn: int, live: LiveTurn | None) -> StreamRead:
         """Reads a streamed response, handing each complete call to ``live`` as it arrives."""
