@@ -45,6 +45,11 @@ _SERVER_SETTINGS = {
 _START_ATTEMPTS = 3  # a free port found here can be taken by another process before postgres binds it
 
 
+def skip_requested() -> bool:
+    """Whether env `AGENT_SKIP_POSTGRES=1` asks to skip the tests that need PostgreSQL (else they fail)."""
+    return os.environ.get("AGENT_SKIP_POSTGRES") == "1"
+
+
 class PostgresUnavailable(RuntimeError):
     """The PostgreSQL binaries cannot be found, or the server did not start."""
 

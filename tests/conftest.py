@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests._postgres import PostgresServer, start_postgres
+from tests._postgres import PostgresServer, skip_requested, start_postgres
 
 _real_connect = socket.socket.connect
 _real_getaddrinfo = socket.getaddrinfo
@@ -57,7 +56,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
     A missing package fails the tests that need it; set `AGENT_SKIP_POSTGRES=1` to skip them instead.
     """
-    if os.environ.get("AGENT_SKIP_POSTGRES") == "1":
+    if skip_requested():
         pytest.skip("AGENT_SKIP_POSTGRES=1")
     with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
         yield server

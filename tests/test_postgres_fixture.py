@@ -13,7 +13,15 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests._postgres import PostgresServer, PostgresUnavailable, postgres_bin_dir, start_postgres
+from tests._postgres import (
+    PostgresServer,
+    PostgresUnavailable,
+    postgres_bin_dir,
+    skip_requested,
+    start_postgres,
+)
+
+pytestmark = pytest.mark.skipif(skip_requested(), reason="AGENT_SKIP_POSTGRES=1")
 
 
 def test_server_answers_a_query(postgres_url: str) -> None:
