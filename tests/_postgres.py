@@ -120,10 +120,11 @@ class PostgresServer:
 
 
 def start_postgres(directory: Path, *, timeout: float = 60.0) -> PostgresServer:
-    """Initialise a cluster in `directory / "data"` and start a server on 127.0.0.1, on a free port.
+    """Initialise a cluster in `directory / "data"` (which must not exist) and start a server on it.
 
-    Returns once the server accepts connections; raises `PostgresUnavailable` (with the server's log)
-    if it does not within `timeout` seconds.
+    The server listens on 127.0.0.1, on a free port, and logs to `directory / "postgres.log"`. Returns once
+    it accepts connections; raises `PostgresUnavailable` (with the log's tail) if it does not within
+    `timeout` seconds.
     """
     bin_dir = postgres_bin_dir()
     owner = _server_owner()
