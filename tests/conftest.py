@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests._postgres import PostgresServer, skip_requested, start_postgres
 
 _real_connect = socket.socket.connect
 _real_getaddrinfo = socket.getaddrinfo
@@ -44,3 +48,21 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL for the whole session, started from the dev extras' binaries, stopped by PID at the end.
+
+    A missing package fails the tests that need it; set `AGENT_SKIP_POSTGRES=1` to skip them instead.
+    """
+    if skip_requested():
+        pytest.skip("AGENT_SKIP_POSTGRES=1")
+    with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL."""
+    return postgres_server.create_database(f"test_{uuid.uuid4().hex}")
