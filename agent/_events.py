@@ -21,6 +21,7 @@ __all__ = [
     "ModelResponded",
     "RunEvent",
     "RunFinished",
+    "RunResumed",
     "RunStarted",
     "StreamEvent",
     "StreamRestarted",
@@ -39,6 +40,21 @@ class RunStarted:
 
     run_id: str
     model: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed:
+    """A durable run goes on after a crash (in place of :class:`RunStarted`).
+
+    The steps it had completed are not run again and their events are not sent again: what
+    follows is only the live part. ``turns_done`` model responses and ``calls_done`` tool
+    calls were taken from the run's checkpoints.
+    """
+
+    run_id: str
+    model: str
+    turns_done: int
+    calls_done: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +154,7 @@ class RunFinished:
 
 RunEvent: TypeAlias = (
     RunStarted
+    | RunResumed
     | TextDelta
     | ArgumentsDelta
     | StreamEvent
@@ -158,6 +175,12 @@ class OnRunStart(Protocol):
     """Called when a run starts; may be sync or async."""
 
     def __call__(self, event: RunStarted, /) -> Awaitable[None] | None: ...
+
+
+class OnRunResume(Protocol):
+    """Called when a durable run goes on after a crash; may be sync or async."""
+
+    def __call__(self, event: RunResumed, /) -> Awaitable[None] | None: ...
 
 
 class OnRunEnd(Protocol):
@@ -193,24 +216,26 @@ class Hooks:
 
     on_run_start: OnRunStart | None = None
     on_run_end: OnRunEnd | None = None
+    on_run_resumed: OnRunResume | None = None
     on_model_response: OnModelResponse | None = None
     on_tool_start: OnToolStart | None = None
     on_tool_end: OnToolEnd | None = None
 
     def hook_for(self, event: RunEvent) -> Callable[[Any], Awaitable[None] | None] | None:
         """The hook that wants ``event``, if any."""
-        match event:
-            case RunStarted():
-                return self.on_run_start
-            case RunFinished():
-                return self.on_run_end
-            case ModelResponded():
-                return self.on_model_response
-            case ToolCallStarted():
-                return self.on_tool_start
-            case ToolCallFinished():
-                return self.on_tool_end
-        return None
+        name = _HOOK_NAMES.get(type(event))
+        hook: Callable[[Any], Awaitable[None] | None] | None = getattr(self, name) if name else None
+        return hook
+
+
+_HOOK_NAMES: dict[type, str] = {
+    RunStarted: "on_run_start",
+    RunFinished: "on_run_end",
+    RunResumed: "on_run_resumed",
+    ModelResponded: "on_model_response",
+    ToolCallStarted: "on_tool_start",
+    ToolCallFinished: "on_tool_end",
+}
 
 
 async def dispatch_to_hooks(hooks: Hooks | None, event: RunEvent) -> None:

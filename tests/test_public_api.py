@@ -16,6 +16,7 @@ EXPECTED = {
     "ToolCallStarted",
     "ToolCallFinished",
     "TextDelta",
+    "RunResumed",
     "RunStarted",
     "RunFinished",
     "RunEvent",

@@ -1,0 +1,84 @@
+"""Run results and run errors as plain JSON, for engines that store them (never pickle).
+
+A durable run's result is read back by another process (``DBOSAgent.result``, ``agent runs``),
+so it crosses the database as JSON: :func:`result_to_json` / :func:`result_from_json`, and a
+failed run's error as :func:`error_to_json` / :func:`error_from_json`, which rebuild the same
+exception class with its status, code and message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import agent._errors as errors
+from agent._errors import AgentError, APIError
+from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+
+__all__ = ["error_from_json", "error_to_json", "result_from_json", "result_to_json"]
+
+_API_FIELDS = ("status", "code", "error_type", "param", "request_id", "body", "retry_after", "transient")
+
+
+def result_to_json(result: RunResult) -> JSONObject:
+    """``result`` as a JSON object (tuples become lists)."""
+    return {
+        "output": result.output,
+        "items": result.items,
+        "tool_calls": [dataclasses.asdict(record) for record in result.tool_calls],
+        "usage": dataclasses.asdict(result.usage),
+        "turns": result.turns,
+        "response_ids": list(result.response_ids),
+        "status": result.status,
+        "incomplete_reason": result.incomplete_reason,
+        "last_response": result.last_response,
+    }
+
+
+def result_from_json(data: JSONObject) -> RunResult:
+    """The :class:`RunResult` that :func:`result_to_json` wrote."""
+    return RunResult(
+        output=data["output"],
+        items=list(data["items"]),
+        tool_calls=tuple(ToolCallRecord(**record) for record in data["tool_calls"]),
+        usage=Usage(**data["usage"]),
+        turns=data["turns"],
+        response_ids=tuple(data["response_ids"]),
+        status=data["status"],
+        incomplete_reason=data["incomplete_reason"],
+        last_response=data["last_response"],
+    )
+
+
+def error_to_json(error: AgentError) -> JSONObject:
+    """``error`` as JSON: its class name, message and (for API errors) status, code and body."""
+    data: JSONObject = {"type": type(error).__name__}
+    if isinstance(error, APIError):
+        data["message"] = error.message
+        data.update({name: _jsonable(getattr(error, name)) for name in _API_FIELDS})
+    else:
+        data["message"] = str(error)
+    return data
+
+
+def error_from_json(data: JSONObject) -> AgentError:
+    """The error :func:`error_to_json` wrote, as its own class (an unknown class: ``RunError``)."""
+    kind = getattr(errors, str(data.get("type")), None)
+    if not (isinstance(kind, type) and issubclass(kind, AgentError)):
+        kind = errors.RunError
+    message = str(data.get("message", ""))
+    if issubclass(kind, APIError):
+        fields: dict[str, Any] = {name: data[name] for name in _API_FIELDS if name in data}
+        return kind(message, **fields)
+    return kind(message)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` if it is plain JSON data, else its text (an error's body may be anything)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return str(value)

@@ -1,0 +1,597 @@
+"""Durable runs on DBOS: a run is a workflow, each model request and each tool call a step.
+
+``pip install 'agent-runtime[dbos]'``. The user's ``@tool`` functions are the same as for an
+in-process run: the engine here wraps the in-process engine (``agent._inprocess``) and makes
+each of its two operations a DBOS step, checkpointed as JSON in the DBOS system database
+(SQLite on one machine, PostgreSQL for many). After a crash the workflow runs again from the
+top: completed steps return their stored results without running, the loop (a deterministic
+function of those results) arrives where it was, and the step that was in flight runs again.
+
+Why our HTTP retries and not DBOS's step retries: ours know ``Retry-After``, which failures are
+transient, and the pause every run of the agent shares; a step that fails after them records
+the error and the run ends with it (``retries_allowed=False``), as an in-process run would.
+
+DBOS is one instance per process (asyncio only): one :class:`DBOSAgent` per process is a worker;
+:class:`DBOSRuns` enqueues, lists and reads runs from any process, worker or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import re
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.to_thread
+import sniffio
+from dbos import (
+    DBOS,
+    DBOSClient,
+    DBOSConfig,
+    DBOSPortableJSONSerializer,
+    SetWorkflowID,
+    WorkflowHandle,
+    WorkflowHandleAsync,
+)
+
+from agent._agent import Agent
+from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
+from agent._errors import AgentError, UsageError
+from agent._events import (
+    Emit,
+    Hooks,
+    ModelResponded,
+    RunEvent,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnFinished,
+    dispatch_to_hooks,
+)
+from agent._inprocess import InProcessEngine
+from agent._limits import Limits
+from agent._result import JSONObject, RunResult
+from agent._wire import ModelResponse, input_items
+from agent.durable._json import error_from_json, error_to_json, result_from_json, result_to_json
+from agent.durable._sweeper import Sweeper
+
+__all__ = ["DEFAULT_NAME", "DBOSAgent", "DBOSRuns", "RunInfo"]
+
+DEFAULT_NAME = "agent-runtime"
+"""The DBOS application name the CLI and :class:`DBOSAgent` share unless told otherwise."""
+
+APPLICATION_VERSION = "agent-runtime-1"
+"""Pinned, so workers and clients of one application agree (DBOS would hash the code)."""
+
+QUEUE = "agent_runs"
+WORKFLOW = "agent_runtime.run"
+MODEL_STEP = "agent_runtime.model"
+TOOL_STEP = "agent_runtime.tool"
+
+_NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
+
+
+# ---------------------------------------------------------------- the steps and the workflow
+
+
+async def _model_step(turn: int, body: JSONObject) -> JSONObject:
+    """One model request; its failure is stored as data, so a replay fails the same way."""
+    run = _RUN.get()
+    await run.gate.live_model(turn)
+    try:
+        response = await run.inner.request_model(ModelRequest(turn, body))
+    except AgentError as exc:
+        return {"turn": turn, "error": error_to_json(exc)}
+    return {"turn": turn, "response": response.body}
+
+
+async def _tool_step(request: JSONObject) -> JSONObject:
+    """One tool call (its output is always JSON: the runtime already made it text)."""
+    run = _RUN.get()
+    call = ToolRequest.from_json(request)
+    await run.gate.live_call(call.turn, call.call_id)
+    outcome = await run.inner.call_tool(call)
+    return {**outcome.to_json(), "turn": call.turn, "call_id": call.call_id, "name": call.name}
+
+
+async def _run_workflow(input: str | list[JSONObject], stream: bool = False) -> JSONObject:
+    """A whole run; returns ``{"result": ...}`` or ``{"error": ..., "partial_result": ...}``."""
+    worker = _active_worker()
+    run_id = DBOS.workflow_id
+    assert run_id is not None  # always set inside a workflow
+    return await worker._execute(run_id, input, stream)
+
+
+_model = DBOS.step(name=MODEL_STEP, retries_allowed=False)(_model_step)
+_tool = DBOS.step(name=TOOL_STEP, retries_allowed=False)(_tool_step)
+_workflow = DBOS.workflow(name=WORKFLOW)(_run_workflow)
+
+
+# ---------------------------------------------------------------- one run's engine
+
+
+@dataclass(slots=True)
+class _ReplayGate:
+    """What a resumed run's consumers see: the live part only, after one :class:`RunResumed`.
+
+    A step's events wait until the step's fate is known: a step whose body runs is live (its
+    ``ToolCallStarted`` goes out as the body begins); a step answered from its checkpoint was
+    done before the crash, and its events were sent then.
+    """
+
+    emit_to: Emit
+    run_id: str
+    model: str
+    _start: RunStarted | None = None
+    _held: dict[tuple[int, str], ToolCallStarted] = field(default_factory=dict)
+    _live_turns: set[int] = field(default_factory=set)
+    _live_calls: set[tuple[int, str]] = field(default_factory=set)
+    _replayed_turns: set[int] = field(default_factory=set)
+    _replayed_calls: set[tuple[int, str]] = field(default_factory=set)
+
+    async def emit(self, event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            self._start = event
+            return
+        if isinstance(event, ToolCallStarted):
+            self._held[(event.turn, event.call_id)] = event
+            return
+        if self._replayed(event):
+            return
+        if isinstance(event, ToolCallFinished):  # a call that ended without its step's body
+            await self._release((event.record.turn, event.record.call_id))
+        if isinstance(event, RunFinished):
+            await self._begin()
+        await self.emit_to(event)
+
+    def _replayed(self, event: RunEvent) -> bool:
+        if isinstance(event, ToolCallFinished):
+            return (event.record.turn, event.record.call_id) in self._replayed_calls
+        if isinstance(event, ModelResponded):
+            return event.turn in self._replayed_turns
+        if isinstance(event, TurnFinished):
+            live_call = any(turn == event.turn for turn, _ in self._live_calls)
+            return event.turn in self._replayed_turns and not live_call
+        return False
+
+    async def live_model(self, turn: int) -> None:
+        await self._begin()
+        self._live_turns.add(turn)
+
+    async def live_call(self, turn: int, call_id: str) -> None:
+        await self._begin()
+        self._live_calls.add((turn, call_id))
+        await self._release((turn, call_id))
+
+    def model_done(self, turn: int) -> None:
+        if turn not in self._live_turns:
+            self._replayed_turns.add(turn)
+
+    def call_done(self, turn: int, call_id: str) -> None:
+        if (turn, call_id) not in self._live_calls:
+            self._replayed_calls.add((turn, call_id))
+            self._held.pop((turn, call_id), None)
+
+    async def _release(self, key: tuple[int, str]) -> None:
+        started = self._held.pop(key, None)
+        if started is not None:
+            await self.emit_to(started)
+
+    async def _begin(self) -> None:
+        """Send the run's first event: RunStarted, or RunResumed if steps were replayed."""
+        start, self._start = self._start, None
+        if start is None:
+            return
+        if self._replayed_turns or self._replayed_calls:
+            turns, calls = len(self._replayed_turns), len(self._replayed_calls)
+            await self.emit_to(RunResumed(self.run_id, self.model, turns, calls))
+        else:
+            await self.emit_to(start)
+
+
+@dataclass(frozen=True, slots=True)
+class _DBOSEngine:
+    """The engine boundary's two operations as DBOS steps around the in-process engine."""
+
+    inner: InProcessEngine
+    gate: _ReplayGate
+    limits: Limits
+
+    async def request_model(self, request: ModelRequest, live: LiveTurn | None = None) -> ModelResponse:
+        # ``live`` is ignored: a step is atomic, so the loop starts the calls after it.
+        stored = await _model(request.turn, request.body)
+        self.gate.model_done(request.turn)
+        if "error" in stored:
+            raise error_from_json(stored["error"])
+        return response_from_json(stored["response"], self.limits)
+
+    def call_tool(self, request: ToolRequest) -> Awaitable[ToolOutcome]:
+        step = _tool(request.to_json())  # numbered now, in call order (see Engine.call_tool)
+        return self._outcome(request, step)
+
+    async def _outcome(self, request: ToolRequest, step: Awaitable[JSONObject]) -> ToolOutcome:
+        stored = await step
+        self.gate.call_done(request.turn, request.call_id)
+        return ToolOutcome(stored["output"], stored["kind"], stored["error"], stored["duration"])
+
+
+_RUN: contextvars.ContextVar[_DBOSEngine] = contextvars.ContextVar("agent_durable_run")
+"""The run a step belongs to (steps run in the workflow's task, so they see it)."""
+
+_CALLER_HOOKS: contextvars.ContextVar[Hooks | None] = contextvars.ContextVar(
+    "agent_durable_hooks", default=None
+)
+
+
+@dataclass(slots=True)
+class _Process:
+    worker: DBOSAgent | None = None
+    """The process's one launched DBOSAgent: queued and recovered runs run on it."""
+
+
+_PROCESS = _Process()
+
+
+def _active_worker() -> DBOSAgent:
+    if _PROCESS.worker is None:
+        raise UsageError("a durable run arrived in a process with no DBOSAgent open")
+    return _PROCESS.worker
+
+
+# ---------------------------------------------------------------- the worker
+
+
+class DBOSAgent:
+    """``agent`` made durable: its runs survive crashes and spread over every worker.
+
+    ``async with DBOSAgent(agent, ...) as durable:`` launches DBOS in this process, which is then
+    a worker: it runs the runs it starts, takes enqueued runs from the queue, heartbeats, and
+    recovers the pending runs of workers that died (see ``agent.durable._sweeper``).
+
+    Args:
+        agent: The agent whose model, tools and settings every run uses (you close it).
+        name: The DBOS application name (3-256 of ``a-z 0-9 _ -``): workflows, the queue and
+            recovery are scoped by it; the CLI's ``--name`` is the same thing.
+        database_url: ``sqlite:///path`` or ``postgresql://...`` (default ``$AGENT_DURABLE_URL``).
+        deps: A factory called in the worker for each run it executes, for ``ToolContext.deps``
+            (not sent from whoever enqueued the run).
+        hooks: Hooks for the runs this worker executes (``run(hooks=...)`` wins for its own).
+        executor_id: This worker's id in DBOS (default: unique per process). Give a stable one
+            to have a restarted worker take its own pending runs back at once.
+        global_concurrency: Runs in flight at once over all workers (``None``: no limit).
+        worker_concurrency: Runs in flight at once per worker (one value for the queue).
+        poll_interval: Seconds between the queue's polls for new runs.
+        heartbeat_interval: Seconds between this worker's heartbeats and sweeps.
+        dead_after: Seconds without a heartbeat after which a worker is dead and its runs are
+            recovered elsewhere (at once for a dead process on this machine).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        name: str = DEFAULT_NAME,
+        database_url: str | None = None,
+        deps: Callable[[], Any] | None = None,
+        hooks: Hooks | None = None,
+        executor_id: str | None = None,
+        global_concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        poll_interval: float = 0.2,
+        heartbeat_interval: float = 2.0,
+        dead_after: float = 10.0,
+    ) -> None:
+        self.agent = agent
+        self.name = _checked_name(name)
+        self.database_url = _database_url(database_url)
+        self.executor_id = executor_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._deps = deps
+        self._hooks = hooks
+        self._queue_limits = (global_concurrency, worker_concurrency, poll_interval)
+        self._sweeper = Sweeper(
+            self.database_url, self.name, self.executor_id, interval=heartbeat_interval, dead_after=dead_after
+        )
+        self._sweeping: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"DBOSAgent(name={self.name!r}, executor_id={self.executor_id!r})"
+
+    async def __aenter__(self) -> Self:
+        await self.launch()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def launch(self) -> None:
+        """Launch DBOS in this process (it becomes a worker); :meth:`aclose` undoes it."""
+        _require_asyncio()
+        if _PROCESS.worker is not None:
+            raise UsageError(
+                f"a DBOSAgent is already open in this process ({_PROCESS.worker!r}): DBOS is one "
+                "instance per process; close it first, or run the other application in its own process"
+            )
+        _PROCESS.worker = self
+        try:
+            DBOS(config=_config(self.name, self.database_url, self.executor_id))
+            DBOS.launch()
+            global_limit, worker_limit, poll = self._queue_limits
+            await DBOS.register_queue_async(
+                QUEUE,
+                global_concurrency=global_limit,
+                worker_concurrency=worker_limit,
+                polling_interval_sec=poll,
+            )
+            await self._sweeper.beat()
+        except BaseException:
+            await self._shut_down()
+            raise
+        self._sweeping = asyncio.create_task(
+            self._sweeper.run(), name=f"agent-durable-sweeper-{self.executor_id}"
+        )
+
+    async def aclose(self) -> None:
+        """Stop this worker: its runs in flight stay pending and are recovered elsewhere."""
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            await asyncio.gather(self._sweeping, return_exceptions=True)
+            self._sweeping = None
+        await self._sweeper.aclose()
+        await self._shut_down()
+
+    async def _shut_down(self) -> None:
+        if _PROCESS.worker is self:
+            await anyio.to_thread.run_sync(DBOS.destroy)
+            # DBOS made its own (now shut down) pool the loop's default executor: give the
+            # loop a working one back, or its next to_thread or DNS lookup would fail.
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+            _PROCESS.worker = None
+
+    async def run(
+        self,
+        input: str | Sequence[JSONObject],
+        *,
+        run_id: str | None = None,
+        hooks: Hooks | None = None,
+        stream: bool = False,
+    ) -> RunResult:
+        """Run to the end in this process; or, for a known ``run_id``, its result.
+
+        A run id that completed returns its stored result (``input`` is not used); one pending
+        on a live worker is waited for; one pending on a dead worker is recovered now and
+        waited for. Raises what the run raised (with ``partial_result``), as ``Agent.run`` does.
+        """
+        self._check_open()
+        run_id = run_id or uuid.uuid4().hex
+        await self._sweeper.recover(run_id)
+        token = _CALLER_HOOKS.set(hooks)
+        try:
+            with SetWorkflowID(run_id):
+                handle: WorkflowHandleAsync[JSONObject] = await DBOS.start_workflow_async(
+                    _workflow, _input_json(input), stream
+                )
+        finally:
+            _CALLER_HOOKS.reset(token)
+        return _outcome(await handle.get_result(polling_interval_sec=0.1))
+
+    async def enqueue(self, input: str | Sequence[JSONObject], *, run_id: str | None = None) -> str:
+        """Put a run on the durable queue, for any worker; returns its run id."""
+        self._check_open()
+        run_id = run_id or uuid.uuid4().hex
+        with SetWorkflowID(run_id):
+            await DBOS.enqueue_workflow_async(QUEUE, _workflow, _input_json(input), False)
+        return run_id
+
+    async def result(self, run_id: str) -> RunResult:
+        """Wait for run ``run_id`` (recovering it first if its worker died) and return its result."""
+        self._check_open()
+        await self._sweeper.recover(run_id)
+        handle: WorkflowHandleAsync[JSONObject] = await DBOS.retrieve_workflow_async(run_id)
+        return _outcome(await handle.get_result(polling_interval_sec=0.1))
+
+    def _check_open(self) -> None:
+        if _PROCESS.worker is not self:
+            raise UsageError("this DBOSAgent is not open: use `async with DBOSAgent(...) as durable:`")
+
+    async def _execute(self, run_id: str, input: str | list[JSONObject], stream: bool) -> JSONObject:
+        """The workflow's body: the agent's loop through a DBOS engine."""
+        agent = self.agent
+        hooks = _CALLER_HOOKS.get() or self._hooks
+        gate = _ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model)
+        log = agent._log.bind(run_id=run_id, executor_id=self.executor_id)
+        deps = self._deps() if self._deps is not None else None
+        execution = agent.settings.execution
+        inner = InProcessEngine.for_run(
+            agent._client, execution, run_id=run_id, deps=deps, emit=gate.emit, log=log
+        )
+        engine = _DBOSEngine(inner, gate, agent.settings.limits)
+        token = _RUN.set(engine)
+        try:
+            result = await agent._run_on(engine, input, run_id=run_id, emit=gate.emit, log=log, stream=stream)
+        except AgentError as exc:
+            partial_result = result_to_json(exc.partial_result) if exc.partial_result else None
+            return {"error": error_to_json(exc), "partial_result": partial_result}
+        finally:
+            _RUN.reset(token)
+        return {"result": result_to_json(result)}
+
+
+# ---------------------------------------------------------------- any process
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What ``agent runs`` shows of one durable run."""
+
+    run_id: str
+    status: str
+    """``enqueued``, ``pending``, ``completed``, ``incomplete``, ``failed`` or ``cancelled``."""
+    executor_id: str | None
+    created_at: float | None
+    """Seconds since the epoch."""
+    turns: int
+    """Model requests checkpointed so far."""
+    tool_calls: int
+    """Tool calls checkpointed so far."""
+    output: str | None = None
+    error: str | None = None
+
+
+class DBOSRuns:
+    """Durable runs seen from any process (a DBOS client; no worker code runs here).
+
+    Enqueues runs for the workers of application ``name``, lists them, shows one, waits for
+    one. Works on a database no worker has set up yet: it creates DBOS's tables first.
+    """
+
+    def __init__(self, database_url: str | None = None, *, name: str = DEFAULT_NAME) -> None:
+        self.database_url = _database_url(database_url)
+        self.name = _checked_name(name)
+        self._client: DBOSClient | None = None
+
+    async def __aenter__(self) -> Self:
+        # anyio's threads, not the loop's default executor, which a DBOS worker replaces.
+        await anyio.to_thread.run_sync(DBOS.migrate, self.database_url)
+        self._client = await anyio.to_thread.run_sync(
+            partial(
+                DBOSClient,
+                system_database_url=self.database_url,
+                serializer=DBOSPortableJSONSerializer(),
+                application_name=self.name,
+            )
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            await anyio.to_thread.run_sync(self._client.destroy)
+            self._client = None
+
+    @property
+    def client(self) -> DBOSClient:
+        if self._client is None:
+            raise UsageError("use `async with DBOSRuns(...) as runs:`")
+        return self._client
+
+    async def enqueue(self, input: str | Sequence[JSONObject], *, run_id: str | None = None) -> str:
+        """Put a run on the queue of application ``name``; returns its run id."""
+        run_id = run_id or uuid.uuid4().hex
+        options = {
+            "workflow_name": WORKFLOW,
+            "queue_name": QUEUE,
+            "workflow_id": run_id,
+            "app_version": APPLICATION_VERSION,
+        }
+        enqueue = partial(self.client.enqueue, options, _input_json(input), False)  # type: ignore[arg-type]
+        await anyio.to_thread.run_sync(enqueue)
+        return run_id
+
+    async def result(self, run_id: str) -> RunResult:
+        """Wait for run ``run_id`` and return its result (raise its error)."""
+        handle: WorkflowHandle[JSONObject] = await anyio.to_thread.run_sync(
+            self.client.retrieve_workflow, run_id
+        )
+        wait = partial(handle.get_result, polling_interval_sec=0.2)
+        return _outcome(await anyio.to_thread.run_sync(wait, abandon_on_cancel=True))
+
+    async def list(self, *, limit: int = 50) -> list[RunInfo]:
+        """The newest runs of this application, newest first."""
+        find = partial(self.client.list_workflows, name=WORKFLOW, limit=limit, sort_desc=True)
+        statuses = await anyio.to_thread.run_sync(find)
+        return [await self._info(status) for status in statuses]
+
+    async def show(self, run_id: str) -> RunInfo | None:
+        """One run, or ``None`` if there is no run with that id."""
+        find = partial(self.client.list_workflows, workflow_ids=[run_id])
+        statuses = await anyio.to_thread.run_sync(find)
+        return await self._info(statuses[0]) if statuses else None
+
+    async def _info(self, status: Any) -> RunInfo:
+        steps = await anyio.to_thread.run_sync(self.client.list_workflow_steps, status.workflow_id)
+        turns = sum(1 for step in steps if step["function_name"] == MODEL_STEP)
+        calls = sum(1 for step in steps if step["function_name"] == TOOL_STEP)
+        created = status.created_at / 1000 if status.created_at else None
+        info = RunInfo(status.workflow_id, status.status.lower(), status.executor_id, created, turns, calls)
+        document = status.output if isinstance(status.output, dict) else None
+        if status.status == "SUCCESS" and document is not None:
+            return _finished_info(info, document)
+        if status.error is not None:
+            return _replace(info, status="failed", error=str(status.error))
+        return info
+
+
+def _finished_info(info: RunInfo, document: JSONObject) -> RunInfo:
+    if "error" in document:
+        return _replace(info, status="failed", error=str(error_from_json(document["error"])))
+    result = document["result"]
+    return _replace(info, status=result["status"], output=result["output"])
+
+
+def _replace(info: RunInfo, **changes: Any) -> RunInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _outcome(document: JSONObject) -> RunResult:
+    """A workflow's stored document as the run's result, or its error raised."""
+    if "error" in document:
+        error = error_from_json(document["error"])
+        if document.get("partial_result"):
+            error.partial_result = result_from_json(document["partial_result"])
+        raise error
+    return result_from_json(document["result"])
+
+
+def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
+    """The run's input as the workflow stores it (JSON; items checked as Agent.run does)."""
+    return input if isinstance(input, str) else input_items(input)
+
+
+def _config(name: str, url: str, executor_id: str) -> DBOSConfig:
+    return {
+        "name": name,
+        "system_database_url": url,
+        "executor_id": executor_id,
+        "application_version": APPLICATION_VERSION,
+        "serializer": DBOSPortableJSONSerializer(),
+        "log_level": os.environ.get("AGENT_DBOS_LOG_LEVEL", "WARNING"),
+    }
+
+
+def _checked_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(f"a durable application name is 3-256 characters of a-z 0-9 _ -, got {name!r}")
+    return name
+
+
+def _database_url(url: str | None) -> str:
+    url = url or os.environ.get("AGENT_DURABLE_URL")
+    if not url:
+        raise UsageError("no database for durable runs: pass database_url=... or set AGENT_DURABLE_URL")
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise UsageError("a durable database URL is sqlite:///path or postgresql://...")
+    return url
+
+
+def _require_asyncio() -> None:
+    if sniffio.current_async_library() != "asyncio":
+        raise UsageError("durable runs on DBOS need asyncio (DBOS does not run under trio)")
