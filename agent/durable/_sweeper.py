@@ -27,8 +27,7 @@ class Sweeper:
         return False
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
+        await asyncio.Event().wait()
 
     async def aclose(self) -> None:
         return None
