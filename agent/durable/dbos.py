@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import os
 import re
 import socket
@@ -563,7 +564,14 @@ def _outcome(document: JSONObject) -> RunResult:
 
 def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
     """The run's input as the workflow stores it (JSON; items checked as Agent.run does)."""
-    return input if isinstance(input, str) else input_items(input)
+    if isinstance(input, str):
+        return input
+    items = input_items(input)
+    try:
+        json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"a durable run's input must be plain JSON to be stored: {exc}") from None
+    return items
 
 
 def _config(name: str, url: str, executor_id: str) -> DBOSConfig:
