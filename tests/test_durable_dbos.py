@@ -269,3 +269,23 @@ async def test_an_input_that_cannot_be_stored_as_json_is_refused(durable: DBOSAg
     item = {"role": "user", "content": "when?", "at": datetime.datetime.now()}
     with pytest.raises(UsageError, match="plain JSON"):
         await durable.run([item], run_id="not-json")
+
+
+def test_dbos_agent_refuses_trio(server: LocalModelServer, sqlite_url: str) -> None:
+    """DBOS runs on asyncio only: opening a DBOSAgent under trio is a UsageError, not a hang."""
+    import anyio
+
+    async def open_under_trio() -> None:
+        async with agent_for(server) as agent, DBOSAgent(agent, database_url=sqlite_url):
+            pass
+
+    with pytest.raises(UsageError, match="asyncio"):
+        anyio.run(open_under_trio, backend="trio")
+
+
+@pytest.mark.asyncio
+async def test_a_dbos_agent_that_is_not_open_says_so(server: LocalModelServer, sqlite_url: str) -> None:
+    """run() before `async with` is a UsageError naming the fix."""
+    async with agent_for(server) as agent:
+        with pytest.raises(UsageError, match="async with"):
+            await DBOSAgent(agent, database_url=sqlite_url).run("add")

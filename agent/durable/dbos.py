@@ -421,7 +421,15 @@ class DBOSAgent:
         engine = _DBOSEngine(inner, gate, agent.settings.limits)
         token = _RUN.set(engine)
         try:
-            result = await agent._run_on(engine, input, run_id=run_id, emit=gate.emit, log=log, stream=stream)
+            result = await agent._run_on(
+                engine,
+                input,
+                run_id=run_id,
+                emit=gate.emit,
+                log=log,
+                stream=stream,
+                run_timeout=agent.settings.run_timeout,  # per execution: a recovery starts afresh
+            )
         except AgentError as exc:
             partial_result = result_to_json(exc.partial_result) if exc.partial_result else None
             return {"error": error_to_json(exc), "partial_result": partial_result}
