@@ -1,16 +1,21 @@
-"""The ``agent`` command: ``demo``, ``run``, ``tools`` and ``serve-local`` (built on typer and rich).
+"""The ``agent`` command: ``demo``, ``run``, ``tools``, ``serve-local``, and the durable ``worker``
+and ``runs`` (built on typer and rich).
 
 Results go to stdout, everything else (progress, logs, errors) to stderr, so the answer can be
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
-model server (a deterministic stand-in, not AI) and say so in one line.
+model server (a deterministic stand-in, not AI) and say so in one line. The durable commands
+live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -30,7 +35,15 @@ from agent._logging import LogFormat, make_logger
 from agent._registry import ToolRegistry
 from agent._result import RunResult
 from agent._tools import Tool
-from agent.localmodel import AutoPolicy, Policy, ScriptPolicy, demo_script, endpoint_or_local, serve
+from agent.localmodel import (
+    AutoPolicy,
+    Endpoint,
+    Policy,
+    ScriptPolicy,
+    demo_script,
+    endpoint_or_local,
+    serve,
+)
 
 __all__ = ["app", "main"]
 
@@ -70,6 +83,27 @@ LogFormatOption = Annotated[
     str, typer.Option("--log-format", help="Log rendering on stderr: console or json.")
 ]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs; tracebacks on errors.")]
+DurableOption = Annotated[
+    str | None,
+    typer.Option(
+        "--durable",
+        envvar="AGENT_DURABLE_URL",
+        help="DBOS database for durable runs: sqlite:///path or postgresql://...",
+        show_default=False,
+    ),
+]
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="Durable application name (default: DBOSAgent's, agent-runtime).",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[str, typer.Option(help="Model name.")]
+InstructionsOption = Annotated[str | None, typer.Option(help="System instructions.")]
+MaxTurnsOption = Annotated[int, typer.Option(min=1, help="Model responses before giving up.")]
+MetadataOption = Annotated[list[str] | None, typer.Option(help="k=v request metadata, repeatable.")]
 
 
 @app.command()
@@ -82,31 +116,120 @@ def demo(
     """The API page's scenario: four builtin tools called in parallel, then the final answer."""
     registry = load_tools(["builtin"])
     output = _Output(json_output, stream, log_format, verbose)
-    _run_command(DEMO_PROMPT, registry, demo_script(), output, {"model": "gpt-4.1"})
+    runner = _in_process(DEMO_PROMPT, stream=output.stream)
+    _run_command(registry, demo_script(), output, {"model": "gpt-4.1"}, runner)
 
 
 @app.command()
 def run(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
-    model: Annotated[str, typer.Option(help="Model name.")] = "gpt-4.1",
+    model: ModelOption = "gpt-4.1",
     tools: ToolsOption = None,
-    instructions: Annotated[str | None, typer.Option(help="System instructions.")] = None,
-    max_turns: Annotated[int, typer.Option(min=1, help="Model responses before giving up.")] = 20,
-    metadata: Annotated[list[str] | None, typer.Option(help="k=v request metadata, repeatable.")] = None,
+    instructions: InstructionsOption = None,
+    max_turns: MaxTurnsOption = 20,
+    metadata: MetadataOption = None,
+    durable: DurableOption = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Durable run id: a known one resumes or returns that run.")
+    ] = None,
+    enqueue: Annotated[
+        bool, typer.Option("--enqueue", help="Only enqueue the durable run for a worker; print its id.")
+    ] = False,
+    name: NameOption = None,
     json_output: JsonOption = False,
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
 ) -> None:
-    """One run with the builtin tools (or --tools); prints the final answer on stdout."""
+    """One run with the builtin tools (or --tools); prints the final answer on stdout.
+
+    With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database.
+    """
+    output = _Output(json_output, stream, log_format, verbose)
+    if durable is None:
+        if run_id is not None or enqueue:
+            _fail("--run-id and --enqueue need --durable URL (or AGENT_DURABLE_URL)", code=2)
+        runner = _in_process(prompt, stream=output.stream)
+    elif enqueue:
+        _enqueue_command(prompt, durable, name, run_id, output)
+        return
+    else:
+        runner = _durable_runner(prompt, durable, name, run_id)
     registry = load_tools(tools or ["builtin"])
-    options = {
-        "model": model,
-        "instructions": instructions,
-        "max_turns": max_turns,
-        "metadata": _parse_metadata(metadata or []),
-    }
-    _run_command(prompt, registry, AutoPolicy(), _Output(json_output, stream, log_format, verbose), options)
+    _run_command(
+        registry, AutoPolicy(), output, _agent_options(model, instructions, max_turns, metadata), runner
+    )
+
+
+@app.command()
+def worker(
+    durable: DurableOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Runs at once per worker (one value for every worker).")
+    ] = None,
+    global_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Runs at once over all workers.")
+    ] = None,
+    name: NameOption = None,
+    model: ModelOption = "gpt-4.1",
+    tools: ToolsOption = None,
+    instructions: InstructionsOption = None,
+    max_turns: MaxTurnsOption = 20,
+    metadata: MetadataOption = None,
+    log_format: LogFormatOption = "console",
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve durable runs (enqueued, resumed, recovered) until Ctrl-C or SIGTERM."""
+    url = _durable_url(durable)
+    _require_dbos()
+    from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    registry = load_tools(tools or ["builtin"])
+    options = _agent_options(model, instructions, max_turns, metadata)
+    logger = _Output(False, False, log_format, verbose).logger()
+
+    with _endpoint(AutoPolicy(), pace=0.0) as endpoint:
+
+        async def go() -> str:
+            async with _agent(registry, endpoint, logger, options) as agent:
+                return await _cli_durable.serve(
+                    agent,
+                    database_url=url,
+                    name=name,
+                    worker_concurrency=concurrency,
+                    global_concurrency=global_concurrency,
+                    announce=_note,
+                )
+
+        signal_name = _guarded(go, verbose)
+    _note(f"worker stopped ({signal_name})")
+
+
+@app.command()
+def runs(
+    action: Annotated[str, typer.Argument(help="list, or show (with a run id).")] = "list",
+    run_id: Annotated[str | None, typer.Argument(help="The run to show.", show_default=False)] = None,
+    durable: DurableOption = None,
+    name: NameOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Runs to list, newest first.")] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """The durable runs of an application: a table, or one run in detail."""
+    if action not in ("list", "show") or (action == "show") != (run_id is not None):
+        _fail("usage: agent runs [list | show RUN_ID]", code=2)
+    url = _durable_url(durable)
+    _require_dbos()
+    from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    if run_id is None:
+        infos = _guarded(lambda: _cli_durable.list_runs(database_url=url, name=name, limit=limit), verbose)
+        typer.echo(_cli_durable.render_runs(infos, as_json=json_output))
+        return
+    info = _guarded(lambda: _cli_durable.show_run(database_url=url, name=name, run_id=run_id), verbose)
+    if info is None:
+        _fail(f"no run {run_id!r} in application {name or _cli_durable.DEFAULT_NAME!r}", code=1)
+    typer.echo(_cli_durable.render_run(info, as_json=json_output))
 
 
 @app.command("tools")
@@ -205,13 +328,31 @@ class _Output:
         return make_logger(fmt, level="debug" if self.verbose else "warning")
 
 
+Runner = Callable[[Agent, RunDisplay], Awaitable[RunResult]]
+"""How a run command runs once its agent and display are ready: in process, or durably."""
+
+
 def _run_command(
-    prompt: str, registry: ToolRegistry, local_policy: Policy, output: _Output, options: dict[str, Any]
+    registry: ToolRegistry, local_policy: Policy, output: _Output, options: dict[str, Any], runner: Runner
 ) -> None:
     logger = output.logger()
     display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
     # Paced like a model when streaming to a person, so the stream can be seen; else at full speed.
     pace = _LOCAL_PACE if display.stream_text else 0.0
+    with _endpoint(local_policy, pace=pace) as endpoint:
+
+        async def go() -> RunResult:
+            async with _agent(registry, endpoint, logger, options) as agent:
+                with display:
+                    return await runner(agent, display)
+
+        result = _guarded(go, output.verbose, as_json=output.json)
+    display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
+
+
+@contextmanager
+def _endpoint(local_policy: Policy, *, pace: float) -> Iterator[Endpoint]:
+    """The configured endpoint, or the embedded local model (said in one line on stderr)."""
     with endpoint_or_local(local_policy, stream_delay=pace) as endpoint:
         if endpoint.local:
             stderr.print(
@@ -220,17 +361,80 @@ def _run_command(
                 style="dim",
                 soft_wrap=True,
             )
+        yield endpoint
 
-        async def go() -> RunResult:
-            agent = Agent(
-                tools=registry, logger=logger, base_url=endpoint.base_url, api_key=endpoint.api_key, **options
-            )
-            async with agent:
-                with display:
-                    return await _watched_run(agent, prompt, display, stream=output.stream)
 
-        result = _guarded(go, output.verbose, as_json=output.json)
-    display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
+def _agent(
+    registry: ToolRegistry, endpoint: Endpoint, logger: FilteringBoundLogger, options: dict[str, Any]
+) -> Agent:
+    return Agent(
+        tools=registry, logger=logger, base_url=endpoint.base_url, api_key=endpoint.api_key, **options
+    )
+
+
+def _agent_options(
+    model: str, instructions: str | None, max_turns: int, metadata: list[str] | None
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "instructions": instructions,
+        "max_turns": max_turns,
+        "metadata": _parse_metadata(metadata or []),
+    }
+
+
+def _in_process(prompt: str, *, stream: bool) -> Runner:
+    async def runner(agent: Agent, display: RunDisplay) -> RunResult:
+        return await _watched_run(agent, prompt, display, stream=stream)
+
+    return runner
+
+
+def _durable_runner(prompt: str, durable: str, name: str | None, run_id: str | None) -> Runner:
+    """A durable run in this process; its id goes to stderr first, to resume it after a crash."""
+    url = _durable_url(durable)
+    _require_dbos()
+    from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    chosen = run_id or uuid.uuid4().hex
+
+    async def runner(agent: Agent, display: RunDisplay) -> RunResult:
+        _note(f"durable run {chosen} on {_cli_durable.shown_database(url)}")
+        return await _cli_durable.run(
+            agent, prompt, database_url=url, name=name, run_id=chosen, hooks=display.hooks()
+        )
+
+    return runner
+
+
+def _enqueue_command(
+    prompt: str, durable: str, name: str | None, run_id: str | None, output: _Output
+) -> None:
+    url = _durable_url(durable)
+    _require_dbos()
+    from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    output.logger()  # checks --log-format, as every run command does
+    enqueued = _guarded(
+        lambda: _cli_durable.enqueue(prompt, database_url=url, name=name, run_id=run_id), output.verbose
+    )
+    typer.echo(to_json({"run_id": enqueued}, indent=2).decode() if output.json else enqueued)
+
+
+def _require_dbos() -> None:
+    if importlib.util.find_spec("dbos") is None:
+        _fail("durable runs need DBOS: pip install 'agent-runtime[dbos]'", code=2)
+
+
+def _durable_url(url: str | None) -> str:
+    if not url:
+        _fail("no database for durable runs: pass --durable URL or set AGENT_DURABLE_URL", code=2)
+    return url
+
+
+def _note(line: str) -> None:
+    """One line on stderr, as it is (no wrapping, no markup)."""
+    stderr.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 async def _watched_run(agent: Agent, prompt: str, display: RunDisplay, *, stream: bool) -> RunResult:
