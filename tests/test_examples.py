@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -139,3 +140,21 @@ async def test_streaming_example_shows_eager_starts_and_progress(monkeypatch: py
     assert events[0].startswith("start  crawl")
     assert sum(e.startswith("progress crawl") for e in events) == 3
     assert sum(e.startswith("done") and e.endswith("(ok)") for e in events) == 2
+
+
+@pytest.mark.asyncio
+async def test_durable_runs_returns_the_stored_result_the_second_time(
+    auto_server: LocalModelServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """durable_runs.py: the tool gets run:turn:call as its key; run twice, no second request."""
+    example = load_example("durable_runs", monkeypatch)
+    first = await example.main(tmp_path / "runs.sqlite", auto_server.base_url, "local")
+    sent = len(auto_server.requests)
+    second = await example.main(tmp_path / "runs.sqlite", auto_server.base_url, "local")
+    [call] = first.tool_calls
+    assert f"idempotency key order-42:1:{call.call_id}" in call.output
+    assert (second.output, len(auto_server.requests)) == (first.output, sent)
+    assert first.output in capsys.readouterr().out
