@@ -1,0 +1,1 @@
+"""Durable execution engines for agent runs (DBOS first)."""
