@@ -260,12 +260,12 @@ async def test_live_executor_runs_are_never_taken(live: str, gate: Path) -> None
     for workflow_id in ids:
         with SetWorkflowID(workflow_id):
             await DBOS.start_workflow_async(hold, str(gate))
-    owner = Sweeper(live, APP, LIVE, interval=0.05, dead_after=0.5)
-    other = Sweeper(live, APP, "live-2", interval=0.05, dead_after=0.5)
+    owner = Sweeper(live, APP, LIVE, interval=0.1, dead_after=1.0)
+    other = Sweeper(live, APP, "live-2", interval=0.1, dead_after=1.0)
     taken: list[str] = []
     async with owner, other, anyio.create_task_group() as tasks:
         tasks.start_soon(owner.run)
-        with anyio.move_on_after(1.5):
+        with anyio.move_on_after(2.5):
             while True:
                 taken += await other.sweep_once()
                 await anyio.sleep(0.05)
@@ -275,6 +275,7 @@ async def test_live_executor_runs_are_never_taken(live: str, gate: Path) -> None
     assert {i: os.getpid() for i in ids} == await _results(ids)
 
 
+@pytest.mark.slow  # waits dead_after on top of a child worker's start: over 5 s
 @pytest.mark.asyncio
 async def test_stale_heartbeat_is_dead_after_dead_after_and_not_before(
     live: str, gate: Path, workers: list[Worker]
@@ -282,7 +283,7 @@ async def test_stale_heartbeat_is_dead_after_dead_after_and_not_before(
     """An executor alive but silent is dead once its beat is dead_after old by the database clock."""
     ids = _ids("stale", 2)
     silent = await _start_worker(workers, live, "silent-1", gate, ids, beat=True)
-    dead_after = 1.5
+    dead_after = 2.0
     sweeper = Sweeper(live, APP, LIVE, interval=0.1, dead_after=dead_after)
     sweeps: list[tuple[float, list[str], float]] = []
     with anyio.fail_after(20):
@@ -293,6 +294,7 @@ async def test_stale_heartbeat_is_dead_after_dead_after_and_not_before(
             await anyio.sleep(0.05)
     silent.kill()
     gate.touch()
+    assert sweeps[0][0] < dead_after, "the machine is too slow for this test: the first sweep came late"
     assert sweeps[0][1] == [], "taken before dead_after"
     assert all(before <= dead_after for before, claimed, _ in sweeps if not claimed), "kept after dead_after"
     before, claimed, after = sweeps[-1]
@@ -315,6 +317,7 @@ async def test_same_host_dead_pid_is_dead_at_once(live: str, gate: Path, workers
     assert {i: os.getpid() for i in ids} == await _results(ids)
 
 
+@pytest.mark.slow  # waits dead_after on top of a child worker's start: over 5 s
 @pytest.mark.asyncio
 async def test_executor_without_row_is_dead_once_its_runs_are_quiet(
     live_sqlite: str, gate: Path, workers: list[Worker]
@@ -323,7 +326,8 @@ async def test_executor_without_row_is_dead_once_its_runs_are_quiet(
     ids = _ids("rowless", 2)
     dead = await _start_worker(workers, live_sqlite, "rowless-1", gate, ids, beat=False)
     dead.kill()
-    async with Sweeper(live_sqlite, APP, LIVE, interval=0.1, dead_after=1.5) as sweeper:
+    # 3 s: SQLite's updated_at has whole seconds on Python 3.11, so a run may look up to 1 s older.
+    async with Sweeper(live_sqlite, APP, LIVE, interval=0.1, dead_after=3.0) as sweeper:
         assert await sweeper.sweep_once() == []
         with anyio.fail_after(20):
             while not (claimed := await sweeper.sweep_once()):
