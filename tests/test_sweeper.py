@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,13 @@ import anyio
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
+import structlog
 from dbos import DBOS, DBOSConfig, SetWorkflowID, WorkflowHandleAsync
 from dbos._dbos import _get_dbos_instance
 from dbos._serialization import DBOSPortableJSONSerializer
 from dbos._sys_db import SystemDatabase
 from dbos._utils import INTERNAL_QUEUE_NAME
+from structlog.testing import CapturingLogger
 
 from agent._errors import UsageError
 from agent.durable._sweeper import WORKERS, Sweeper
@@ -351,6 +354,21 @@ async def test_recover_claims_one_run_of_a_dead_executor(
         assert await sweeper.sweep_once() == ["one-1"]
     gate.touch()
     assert {i: os.getpid() for i in ids} == await _results(ids)
+
+
+@pytest.mark.asyncio
+async def test_failed_sweeps_are_logged_and_beats_go_on(sqlite_url: str) -> None:
+    """`run` survives failing sweeps (here: DBOS not launched), logs each, and keeps beating."""
+    capture = CapturingLogger()
+    wrapper = structlog.make_filtering_bound_logger(logging.INFO)
+    logger = structlog.wrap_logger(capture, processors=[], wrapper_class=wrapper)
+    async with Sweeper(sqlite_url, APP, "lonely-1", interval=0.1, dead_after=5.0, logger=logger) as sweeper:
+        with anyio.move_on_after(0.5):
+            await sweeper.run()
+        age = _beat_age(sqlite_url, "lonely-1")
+    failures = [call for call in capture.calls if call.kwargs["event"] == "sweep failed"]
+    assert len(failures) >= 2
+    assert age < 0.3
 
 
 @pytest.mark.asyncio

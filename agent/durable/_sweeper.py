@@ -189,6 +189,8 @@ class Sweeper:
 
     async def _claim_dead(self, pending: list[WorkflowStatus]) -> list[str]:
         sys_db = _system_database(self.app_name)
+        if all(run.executor_id == self.executor_id for run in pending):
+            return []  # the common case: nothing pending elsewhere, no need to read the beats
         now, beats = await anyio.to_thread.run_sync(self._read_beats)
         dead = self._dead_executors(pending, now, beats)
         targets = [(run.workflow_id, run.executor_id) for run in pending if run.executor_id in dead]
