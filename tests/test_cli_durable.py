@@ -57,6 +57,9 @@ READY = " ready on "
 WORKER_START_TIMEOUT = 30.0
 
 
+DBOS_HANDLER = "__dbos_console_log_handler__"
+
+
 class _CurrentStderr:
     """Whatever ``sys.stderr`` is at the time of writing (the CLI runner swaps it per command)."""
 
@@ -72,10 +75,11 @@ def _dbos_logs_to_current_stderr() -> Iterator[None]:
     """DBOS's log handler would keep the stderr of the first command run in-process (the CLI
     runner swaps it per command, then closes it): make it write to the current one."""
     logger = logging.getLogger("dbos")
-    handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    # Only DBOS's own console handler: pytest's capture handlers are StreamHandlers too.
+    handlers = [h for h in logger.handlers if h.name == DBOS_HANDLER and isinstance(h, logging.StreamHandler)]
     added = None if handlers else logging.StreamHandler(_CurrentStderr())
     if added is not None:
-        added.name = "__dbos_console_log_handler__"  # DBOS then adds none of its own
+        added.name = DBOS_HANDLER  # DBOS then adds none of its own
         logger.addHandler(added)
         handlers = [added]
     streams = [h.stream for h in handlers]

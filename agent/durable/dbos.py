@@ -300,9 +300,12 @@ class DBOSAgent:
         self._deps = deps
         self._hooks = hooks
         self._queue_limits = (global_concurrency, worker_concurrency, poll_interval)
-        self._sweeper = Sweeper(
-            self.database_url, self.name, self.executor_id, interval=heartbeat_interval, dead_after=dead_after
-        )
+        if not 0 < heartbeat_interval < dead_after:
+            raise UsageError(
+                f"need 0 < heartbeat_interval < dead_after, got {heartbeat_interval}, {dead_after}"
+            )
+        self._heartbeat = (heartbeat_interval, dead_after)
+        self._sweeper: Sweeper | None = None
         self._sweeping: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -336,13 +339,23 @@ class DBOSAgent:
                 worker_concurrency=worker_limit,
                 polling_interval_sec=poll,
             )
-            await self._sweeper.beat()
+            # After DBOS's launch (the sweeper uses it), before any run: a worker that does not
+            # beat would look dead to the others.
+            interval, dead_after = self._heartbeat
+            log = self.agent._log.bind(executor_id=self.executor_id)
+            sweeper = Sweeper(
+                self.database_url,
+                self.name,
+                self.executor_id,
+                interval=interval,
+                dead_after=dead_after,
+                logger=log,
+            )
+            self._sweeper = await sweeper.__aenter__()
         except BaseException:
             await self._shut_down()
             raise
-        self._sweeping = asyncio.create_task(
-            self._sweeper.run(), name=f"agent-durable-sweeper-{self.executor_id}"
-        )
+        self._sweeping = asyncio.create_task(sweeper.run(), name=f"agent-sweeper-{self.executor_id}")
 
     async def aclose(self) -> None:
         """Stop this worker: its runs in flight stay pending and are recovered elsewhere."""
@@ -350,8 +363,12 @@ class DBOSAgent:
             self._sweeping.cancel()
             await asyncio.gather(self._sweeping, return_exceptions=True)
             self._sweeping = None
-        await self._sweeper.aclose()
-        await self._shut_down()
+        try:
+            await self._shut_down()
+        finally:
+            if self._sweeper is not None:
+                await self._sweeper.aclose()  # after DBOS: its row goes once it runs nothing
+                self._sweeper = None
 
     async def _shut_down(self) -> None:
         if _PROCESS.worker is self:
@@ -375,9 +392,9 @@ class DBOSAgent:
         on a live worker is waited for; one pending on a dead worker is recovered now and
         waited for. Raises what the run raised (with ``partial_result``), as ``Agent.run`` does.
         """
-        self._check_open()
+        sweeper = self._check_open()
         run_id = run_id or uuid.uuid4().hex
-        await self._sweeper.recover(run_id)
+        await sweeper.recover(run_id)
         token = _CALLER_HOOKS.set(hooks)
         try:
             with SetWorkflowID(run_id):
@@ -398,14 +415,15 @@ class DBOSAgent:
 
     async def result(self, run_id: str) -> RunResult:
         """Wait for run ``run_id`` (recovering it first if its worker died) and return its result."""
-        self._check_open()
-        await self._sweeper.recover(run_id)
+        await self._check_open().recover(run_id)
         handle: WorkflowHandleAsync[JSONObject] = await DBOS.retrieve_workflow_async(run_id)
         return _outcome(await handle.get_result(polling_interval_sec=0.1))
 
-    def _check_open(self) -> None:
-        if _PROCESS.worker is not self:
+    def _check_open(self) -> Sweeper:
+        """This worker's sweeper; raises unless this DBOSAgent is open."""
+        if _PROCESS.worker is not self or self._sweeper is None:
             raise UsageError("this DBOSAgent is not open: use `async with DBOSAgent(...) as durable:`")
+        return self._sweeper
 
     async def _execute(self, run_id: str, input: str | list[JSONObject], stream: bool) -> JSONObject:
         """The workflow's body: the agent's loop through a DBOS engine."""
