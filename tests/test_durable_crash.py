@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from agent.durable.dbos import DBOSRuns
-from agent.localmodel import AutoPolicy, Item, LocalModelServer
+from agent.durable.dbos import MODEL_STEP, TOOL_STEP, DBOSRuns
+from agent.localmodel import AutoPolicy, Item, LocalModelServer, ResponseRequest
 from tests.durable_app import Journal, build_agent, read_journal, tool_output
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,10 +127,10 @@ def events(journal_dir: Path, event: str, **match: Any) -> list[dict[str, Any]]:
     return [r for r in records if r["event"] == event and all(r.get(k) == v for k, v in match.items())]
 
 
-def rounds(body: Item) -> int:
-    """How many rounds of tool outputs a request carries (0: it is the run's first request)."""
+def is_first_request(body: Item) -> bool:
+    """Whether a request is a run's first (it carries no tool output yet)."""
     items = body["input"] if isinstance(body["input"], list) else []
-    return sum(1 for item in items if item.get("type") == "function_call_output")
+    return not any(item.get("type") == "function_call_output" for item in items)
 
 
 def expected_output(run_id: str, tools: list[str]) -> str:
@@ -191,7 +191,7 @@ async def test_kill_after_first_model_step_restart_completes_run_without_repeati
             restarted = workers.start(restart_id, *run)
             result = await result_line(restarted, workers)
 
-    first_requests = [body for body in server.requests if rounds(body) == 0]
+    first_requests = [body for body in server.requests if is_first_request(body)]
     assert len(first_requests) == 1
     assert len(server.requests) == 2
     assert result == {"output": await uninterrupted_output(tmp_path, run_id, ["step"]), "status": "completed"}
@@ -245,3 +245,140 @@ async def test_kill_during_four_tools_reruns_only_the_unfinished_ones_with_their
     resumed = events(journal_dir, "run_resumed", pid=restarted.pid)
     assert [(r["turns_done"], r["calls_done"]) for r in resumed] == [(1, 2)]
     assert result == {"output": expected_output(run_id, tools), "status": "completed"}
+
+
+# ---------------------------------------------------------------- 3. three workers, one killed
+
+
+class TimedPolicy:
+    """:class:`AutoPolicy`, noting when it answered which run's request of which turn."""
+
+    def __init__(self) -> None:
+        self._inner = AutoPolicy()
+        self.answered: list[tuple[float, str, int]] = []
+        """``(wall time, prompt, turn)`` of every request, turn counted from 1."""
+
+    def respond(self, request: ResponseRequest) -> list[Item]:
+        self.answered.append((time.time(), request.last_user_text() or "", request.rounds + 1))
+        return self._inner.respond(request)
+
+
+def open_calls(records: list[dict[str, Any]], pid: int) -> set[str]:
+    """The keys of the tool calls ``pid`` started and has not finished."""
+    started = {r["key"] for r in records if r["event"] == "tool_start" and r["pid"] == pid}
+    return started - {r["key"] for r in records if r["event"] == "tool_end" and r["pid"] == pid}
+
+
+def max_concurrent_runs(records: list[dict[str, Any]], killed_pid: int, killed_at: float) -> int:
+    """The most runs in flight at once, a run being in flight on a worker from its first to its last event.
+
+    The first event is ``run_start`` or ``run_resumed``, the last ``run_end``; a run the killed
+    worker had not finished was in flight there until the kill. Each interval lies inside the time
+    the run held a slot of the queue, so the figure is at most the number of slots taken at once.
+    """
+    begins: dict[tuple[int, str], float] = {}
+    ends: dict[tuple[int, str], float] = {}
+    for r in records:
+        where = (r["pid"], r["run_id"])
+        if r["event"] in ("run_start", "run_resumed"):
+            begins.setdefault(where, r["t"])
+        elif r["event"] == "run_end":
+            ends[where] = r["t"]
+    edges: list[tuple[float, int]] = []
+    for where, begin in begins.items():
+        end = ends.get(where, killed_at if where[0] == killed_pid else None)
+        assert end is not None, f"run {where[1]} began on pid {where[0]} and never ended there"
+        edges += [(begin, 1), (end, -1)]
+    in_flight = most = 0
+    for _, change in sorted(edges):  # at equal times an end (-1) sorts before a begin
+        in_flight += change
+        most = max(most, in_flight)
+    return most
+
+
+def runs_again_after_checkpoint(
+    steps: dict[str, list[Any]], records: list[dict[str, Any]], answered: list[tuple[float, str, int]]
+) -> list[str]:
+    """Steps that started again after their checkpoint was written (none may).
+
+    A step's checkpoint is written once, when it first completes (``completed_at_epoch_ms``, wall
+    time); a tool's start or a model request later than that would be the step running twice.
+    """
+    late = []
+    for run_id, run_steps in steps.items():
+        for step in run_steps:
+            done = step["completed_at_epoch_ms"] / 1000 + 0.001
+            output = step["output"]
+            if step["function_name"] == TOOL_STEP:
+                key = f"{run_id}:{output['turn']}:{output['call_id']}"
+                starts = [r["t"] for r in records if r["event"] == "tool_start" and r.get("key") == key]
+                late += [f"tool call {key}" for t in starts if t > done]
+            elif step["function_name"] == MODEL_STEP:
+                sent = [
+                    t for t, prompt, turn in answered if prompt == f"job {run_id}" and turn == output["turn"]
+                ]
+                late += [f"model request {run_id}:{output['turn']}" for t in sent if t > done]
+    return late
+
+
+async def wait_until_finished(runs: DBOSRuns, run_ids: list[str], workers: Workers) -> None:
+    """Poll the runs' statuses until none is pending; fail after a deadline.
+
+    Not ``runs.result()``: a wait for a run that is never recovered must end with the test.
+    """
+    deadline = time.monotonic() + 4 * DEADLINE
+    while True:
+        statuses = await runs.client.list_workflows_async(workflow_ids=run_ids, load_input=False)
+        unfinished = sorted(s.workflow_id for s in statuses if s.status in ("ENQUEUED", "PENDING"))
+        if not unfinished:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"runs never finished: {unfinished}\n{workers.describe()}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.asyncio
+async def test_three_workers_one_killed_every_run_finishes_and_no_step_runs_twice(
+    tmp_path: Path, postgres_url: str, journal_dir: Path
+) -> None:
+    """Three workers, one killed: all runs end right, no step twice; the limit of 4 reached, not passed."""
+    policy = TimedPolicy()
+    serve = ["--tools", "work", "--sleep", "0.3", "--global-concurrency", "4"]
+    run_ids = [f"soak-{number:03d}" for number in range(SOAK_RUNS)]
+    async with LocalModelServer(policy) as server, DBOSRuns(postgres_url, name=APP_NAME) as runs:
+        with Workers(tmp_path, postgres_url, server.base_url, journal_dir) as workers:
+            pool = [workers.start(f"soak-worker-{number}", *serve) for number in range(3)]
+            await wait_for("ready", lambda: all(w.stdout().startswith("ready") for w in pool), workers, *pool)
+            for run_id in run_ids:
+                await runs.enqueue(f"job {run_id}", run_id=run_id)
+
+            def victim() -> Worker | None:
+                """A worker with a tool call in flight, once a third of the runs ended."""
+                records = read_journal(journal_dir)
+                if sum(r["event"] == "run_end" for r in records) < SOAK_RUNS // 3:
+                    return None
+                return next((worker for worker in pool if open_calls(records, worker.pid)), None)
+
+            await wait_for("a third of the runs done", lambda: victim() is not None, workers, *pool)
+            killed = victim()
+            assert killed is not None
+            killed.kill()
+            killed_at = time.time()
+            await wait_until_finished(runs, run_ids, workers)
+            outputs = {run_id: (await runs.result(run_id)).output for run_id in run_ids}
+            steps = {run_id: await runs.client.list_workflow_steps_async(run_id) for run_id in run_ids}
+            statuses = await runs.client.list_workflows_async(workflow_ids=run_ids)
+
+    records = read_journal(journal_dir)
+    assert outputs == {run_id: expected_output(run_id, ["work"]) for run_id in run_ids}
+    assert runs_again_after_checkpoint(steps, records, policy.answered) == []
+    left_by_killed = {r["run_id"] for r in records if r["pid"] == killed.pid} - {
+        r["run_id"] for r in records if r["pid"] == killed.pid and r["event"] == "run_end"
+    }
+    assert left_by_killed, "the killed worker had a run in flight"
+    finished_by = {status.workflow_id: status.executor_id for status in statuses}
+    live = {worker.executor_id for worker in pool if worker is not killed}
+    assert {finished_by[run_id] for run_id in left_by_killed} <= live
+    assert max_concurrent_runs(records, killed.pid, killed_at) == 4
