@@ -22,11 +22,13 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from agent.durable.dbos import MODEL_STEP, TOOL_STEP, DBOSRuns
@@ -382,3 +384,32 @@ async def test_three_workers_one_killed_every_run_finishes_and_no_step_runs_twic
     live = {worker.executor_id for worker in pool if worker is not killed}
     assert {finished_by[run_id] for run_id in left_by_killed} <= live
     assert max_concurrent_runs(records, killed.pid, killed_at) == 4
+
+
+# ---------------------------------------------------------------- found on the way
+
+
+def threads_awaiting_a_result() -> list[str]:
+    """Threads of this process that are inside DBOS's blocking wait for a workflow's result."""
+    waiting = []
+    for thread_id, frame in sys._current_frames().items():
+        stack = traceback.extract_stack(frame)
+        if any(entry.name == "await_workflow_result" for entry in stack):
+            waiting.append(str(thread_id))
+    return waiting
+
+
+@pytest.mark.asyncio
+async def test_cancelled_result_wait_leaves_no_thread_waiting(tmp_path: Path) -> None:
+    """A cancelled ``DBOSRuns.result()`` stops waiting: no thread polls on (it would block the exit)."""
+    async with DBOSRuns(f"sqlite:///{tmp_path / 'runs.sqlite'}", name=APP_NAME) as runs:
+        run_id = await runs.enqueue("no worker serves this")
+        with anyio.move_on_after(0.3):
+            await runs.result(run_id)
+        deadline = time.monotonic() + 2.0
+        while threads_awaiting_a_result() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        left = threads_awaiting_a_result()
+        # Cancelled, the run is done: a thread still waiting for it (the bug) ends, so does pytest.
+        await runs.client.cancel_workflow_async(run_id)
+    assert left == []
