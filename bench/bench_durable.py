@@ -153,6 +153,7 @@ def database(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'runs.sqlite'}"
         return
+    (directory / "postgres").mkdir()
     with start_postgres(directory / "postgres") as server:
         yield server.create_database("bench")
 
