@@ -18,7 +18,7 @@ Each kill figure is the median of ``--kills`` kills. The workers use ``DBOSAgent
 the queue's poll interval (0.2 s) and the heartbeat/sweep interval (2 s) unless told otherwise.
 A figure that did not happen within ``--deadline`` seconds shows as ``timeout``.
 
-Run (about a minute)::
+Run (about two and a half minutes on a busy two-core machine)::
 
     .venv/bin/python bench/bench_durable.py
     .venv/bin/python bench/bench_durable.py --runs 100 --databases sqlite
