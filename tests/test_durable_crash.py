@@ -274,11 +274,6 @@ async def test_kill_during_four_tools_reruns_only_the_unfinished_ones_with_their
     assert crash.result == {"output": expected_output("crash-in-tools", tools), "status": "completed"}
 
 
-@pytest.mark.xfail(
-    reason="agent/durable/dbos.py bug: RunResumed counts only the calls replayed before the first live "
-    "step began (a race), not every checkpointed call",
-    strict=False,  # a race: the live call's body can, rarely, start after the replays
-)
 @pytest.mark.asyncio
 async def test_run_resumed_counts_every_checkpointed_call(tmp_path: Path, journal_dir: Path) -> None:
     """``RunResumed.calls_done`` counts all checkpointed calls, also those replayed after a live one began."""
@@ -442,10 +437,6 @@ def threads_awaiting_a_result() -> list[str]:
     return waiting
 
 
-@pytest.mark.xfail(
-    reason="agent/durable/dbos.py bug: DBOSRuns.result() waits in a thread it abandons on cancel",
-    strict=True,
-)
 @pytest.mark.asyncio
 async def test_cancelled_result_wait_leaves_no_thread_waiting(tmp_path: Path) -> None:
     """A cancelled ``DBOSRuns.result()`` stops waiting: no thread polls on (it would block the exit)."""

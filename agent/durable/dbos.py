@@ -40,13 +40,14 @@ from dbos import (
     DBOSConfig,
     DBOSPortableJSONSerializer,
     SetWorkflowID,
-    WorkflowHandle,
     WorkflowHandleAsync,
+    WorkflowStatus,
 )
+from dbos._dbos import _get_dbos_instance
 
 from agent._agent import Agent
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
-from agent._errors import AgentError, UsageError
+from agent._errors import AgentError, RunError, UsageError
 from agent._events import (
     Emit,
     Hooks,
@@ -134,6 +135,8 @@ class _ReplayGate:
     emit_to: Emit
     run_id: str
     model: str
+    done: tuple[int, int] = (0, 0)
+    """Model requests and tool calls checkpointed before this execution began."""
     _start: RunStarted | None = None
     _held: dict[tuple[int, str], ToolCallStarted] = field(default_factory=dict)
     _live_turns: set[int] = field(default_factory=set)
@@ -194,9 +197,8 @@ class _ReplayGate:
         start, self._start = self._start, None
         if start is None:
             return
-        if self._replayed_turns or self._replayed_calls:
-            turns, calls = len(self._replayed_turns), len(self._replayed_calls)
-            await self.emit_to(RunResumed(self.run_id, self.model, turns, calls))
+        if any(self.done):
+            await self.emit_to(RunResumed(self.run_id, self.model, *self.done))
         else:
             await self.emit_to(start)
 
@@ -242,6 +244,17 @@ class _Process:
 
 
 _PROCESS = _Process()
+
+
+def _checkpointed(run_id: str) -> tuple[int, int]:
+    """How many model requests and tool calls of ``run_id`` have a checkpoint.
+
+    Read from DBOS's system database directly: ``DBOS.list_workflow_steps`` called inside the
+    workflow would itself be a step, answered on a recovery with what it found the first time.
+    """
+    steps = _get_dbos_instance()._sys_db.list_workflow_steps(run_id)
+    finished = [step["function_name"] for step in steps if step["output"] is not None]
+    return finished.count(MODEL_STEP), finished.count(TOOL_STEP)
 
 
 def _active_worker() -> DBOSAgent:
@@ -416,8 +429,7 @@ class DBOSAgent:
     async def result(self, run_id: str) -> RunResult:
         """Wait for run ``run_id`` (recovering it first if its worker died) and return its result."""
         await self._check_open().recover(run_id)
-        handle: WorkflowHandleAsync[JSONObject] = await DBOS.retrieve_workflow_async(run_id)
-        return _outcome(await handle.get_result(polling_interval_sec=0.1))
+        return await _wait_for(run_id, partial(DBOS.list_workflows, workflow_ids=[run_id]), 0.1)
 
     def _check_open(self) -> Sweeper:
         """This worker's sweeper; raises unless this DBOSAgent is open."""
@@ -429,7 +441,8 @@ class DBOSAgent:
         """The workflow's body: the agent's loop through a DBOS engine."""
         agent = self.agent
         hooks = _CALLER_HOOKS.get() or self._hooks
-        gate = _ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model)
+        done = await anyio.to_thread.run_sync(_checkpointed, run_id)
+        gate = _ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model, done)
         log = agent._log.bind(run_id=run_id, executor_id=self.executor_id)
         deps = self._deps() if self._deps is not None else None
         execution = agent.settings.execution
@@ -530,11 +543,7 @@ class DBOSRuns:
 
     async def result(self, run_id: str) -> RunResult:
         """Wait for run ``run_id`` and return its result (raise its error)."""
-        handle: WorkflowHandle[JSONObject] = await anyio.to_thread.run_sync(
-            self.client.retrieve_workflow, run_id
-        )
-        wait = partial(handle.get_result, polling_interval_sec=0.2)
-        return _outcome(await anyio.to_thread.run_sync(wait, abandon_on_cancel=True))
+        return await _wait_for(run_id, partial(self.client.list_workflows, workflow_ids=[run_id]), 0.2)
 
     async def list(self, *, limit: int = 50) -> list[RunInfo]:
         """The newest runs of this application, newest first."""
@@ -576,6 +585,20 @@ def _replace(info: RunInfo, **changes: Any) -> RunInfo:
 
 
 # ---------------------------------------------------------------- shared
+
+
+async def _wait_for(run_id: str, read: Callable[[], list[WorkflowStatus]], poll: float) -> RunResult:
+    """Poll run ``run_id`` until it ends (cancellable between polls: no thread is left waiting)."""
+    while True:
+        statuses = await anyio.to_thread.run_sync(read)
+        if not statuses:
+            raise UsageError(f"no durable run with id {run_id!r}")
+        status = statuses[0]
+        if status.status == "SUCCESS" and isinstance(status.output, dict):
+            return _outcome(status.output)
+        if status.status == "SUCCESS" or status.status not in ("PENDING", "ENQUEUED", "DELAYED"):
+            raise RunError(f"durable run {run_id!r} ended as {status.status}: {status.error}")
+        await anyio.sleep(poll)
 
 
 def _outcome(document: JSONObject) -> RunResult:
