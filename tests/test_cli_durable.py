@@ -17,24 +17,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent import RunResult, ToolRegistry, tool
+from agent import RunResult, tool
 from agent.durable import _sweeper
 from agent.durable.dbos import DBOSRuns
 from agent.localmodel import AutoPolicy, LocalModelServer
 from tests._support import REPO_ROOT
 from tests.test_cli import AGENT_SCRIPT, NO_OPENAI, against, assert_one_line_error, invoke, process_env
-
-
-@tool
-def shout(text: str) -> str:
-    """Upper-case a text."""
-    return text.upper()
-
-
-@tool
-async def count(text: str) -> int:
-    """Count the characters of a text."""
-    return len(text)
 
 
 @tool
@@ -47,8 +35,7 @@ async def held(text: str) -> str:
     return f"released {text}"
 
 
-REGISTRY = ToolRegistry([shout, count])
-TOOLS = "tests.test_cli_durable:REGISTRY"
+TOOLS = "tests.test_cli:REGISTRY"
 HELD = "tests.test_cli_durable:held"
 SWEEPER_IS_A_PLACEHOLDER = "TEMPORARY stub" in (_sweeper.__doc__ or "")
 """Resuming a crashed process's run needs the sweeper (another branch): skipped until it is merged."""
