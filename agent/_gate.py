@@ -32,7 +32,10 @@ TARGET_LAG = 0.01
 """Seconds a timer may fire late and the loop still count as idle for a moment."""
 
 MIN_LIMIT = 8
-"""Requests in flight the limit starts at and never falls below (or ``max_connections``, if fewer)."""
+"""Requests in flight the limit never falls below (or ``max_connections``, if fewer)."""
+
+START_LIMIT = 32
+"""Requests in flight the limit starts at (or ``max_connections``, if fewer)."""
 
 PROBE_INTERVAL = 0.01
 """Seconds between two measurements of the loop's lag, while requests wait."""
@@ -45,20 +48,26 @@ WINDOW = 4
 class LagLimit:
     """The number of requests allowed in flight, from the event loop's lag.
 
-    It starts at ``minimum`` and doubles with each window of ``window`` samples in which the loop
+    It starts at ``start`` and doubles with each window of ``window`` samples in which the loop
     was idle a moment (the least late sample waited at most ``target`` seconds), up to
     ``maximum``, until a window finds the loop busy throughout (every sample later than
-    ``target``). Each such window cuts the limit by an eighth (not below ``minimum``), and the
-    next window is not judged, while the requests above the new limit finish. After the first
-    cut the limit grows by an eighth per idle window.
+    ``target``) with the limit above ``minimum``. Each such window cuts the limit by an eighth
+    (not below ``minimum``), and the next window is not judged, while the requests above the
+    new limit finish. After the first cut the limit grows by an eighth per idle window.
     """
 
     def __init__(
-        self, maximum: int, *, minimum: int = MIN_LIMIT, target: float = TARGET_LAG, window: int = WINDOW
+        self,
+        maximum: int,
+        *,
+        minimum: int = MIN_LIMIT,
+        start: int = START_LIMIT,
+        target: float = TARGET_LAG,
+        window: int = WINDOW,
     ) -> None:
         self.maximum = maximum
         self.minimum = min(minimum, maximum)
-        self.limit = self.minimum
+        self.limit = max(self.minimum, min(start, maximum))
         self._target = target
         self._window = window
         self._samples = 0
@@ -76,8 +85,9 @@ class LagLimit:
         if self._skip:
             self._skip = False
         elif least > self._target:
-            self.limit = max(self.minimum, self.limit * 7 // 8)
-            self._skip = self._cut = True
+            if self.limit > self.minimum:  # busy at the minimum (start-up): still ramping
+                self.limit = max(self.minimum, self.limit * 7 // 8)
+                self._skip = self._cut = True
         else:
             step = max(1, self.limit // 8) if self._cut else self.limit
             self.limit = min(self.maximum, self.limit + step)

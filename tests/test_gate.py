@@ -143,7 +143,7 @@ BUSY_WINDOW = [BUSY] * 4
 
 
 def _limit(maximum: int = 512, minimum: int = 8) -> LagLimit:
-    return LagLimit(maximum, minimum=minimum, target=0.01, window=4)
+    return LagLimit(maximum, minimum=minimum, start=minimum, target=0.01, window=4)
 
 
 def _at_max() -> LagLimit:
@@ -154,9 +154,10 @@ def _at_max() -> LagLimit:
     return limit
 
 
-def test_the_limit_starts_at_its_minimum() -> None:
-    """Before any measurement, a few requests may go in flight (8), not max_connections."""
-    assert _limit().limit == 8
+@pytest.mark.parametrize(("maximum", "expected"), [(512, 32), (20, 20), (4, 4)])
+def test_the_limit_starts_at_32_or_max_connections_if_fewer(maximum: int, expected: int) -> None:
+    """Before any measurement, 32 requests may go in flight (or max_connections, if fewer)."""
+    assert LagLimit(maximum).limit == expected
 
 
 def test_an_idle_loop_doubles_the_limit_per_window_up_to_max_connections() -> None:
@@ -193,6 +194,13 @@ def test_after_a_cut_the_limit_grows_by_an_eighth_per_idle_window_up_to_max_conn
     limit = _at_max()
     _fed(limit, *BUSY_WINDOW * 2)
     assert [_fed(limit, *IDLE_WINDOW) for _ in range(3)] == [504, 512, 512]
+
+
+def test_a_busy_loop_at_the_minimum_does_not_end_the_doubling() -> None:
+    """Busy windows at the minimum (the start-up of a burst) leave the limit doubling afterwards."""
+    limit = _limit()
+    _fed(limit, *BUSY_WINDOW * 3)
+    assert [_fed(limit, *IDLE_WINDOW) for _ in range(2)] == [16, 32]
 
 
 def test_the_limit_never_falls_below_its_minimum() -> None:
