@@ -28,7 +28,7 @@ import anyio
 
 __all__ = ["LagLimit", "RequestGate"]
 
-TARGET_LAG = 0.01
+TARGET_LAG = 0.008
 """Seconds a timer may fire late and the loop still count as idle for a moment."""
 
 MIN_LIMIT = 8
