@@ -1,4 +1,4 @@
-"""``RequestGate``: requests in flight at once, follow-ups of started runs first."""
+"""``RequestGate``: follow-ups of started runs first; ``LagLimit``: how many go in flight at once."""
 
 from __future__ import annotations
 
