@@ -14,7 +14,12 @@ client process pinned to core 1, after one warm-up run. Per run count it prints:
 - client CPU per run (``time.process_time``), and its ratio to the CPU per run at the smallest
   count measured that is at least 1,000 (cost must grow linearly with the work);
 - time in cyclic GC (``gc.callbacks``) as a share of the wall time, and the objects the cyclic
-  GC freed per run (reference cycles a run left behind for it; 0 when runs make none).
+  GC freed per run (reference cycles a run left behind for it; 0 when runs make none);
+- how the event loop's thread spent the wall time (``/proc/thread-self/schedstat``): the share
+  it slept with nothing to do ("loop idle": the client waited for the server although runs were
+  waiting, which the request limit must not cause), and the share it was ready to run but other
+  processes had the core ("waited": the machine was busy; runs/s and latency suffer from it,
+  client CPU per run and the GC's seconds do not).
 
 Process-wide GC settings are left as Python sets them: no ``gc.freeze``, no thresholds.
 
@@ -87,6 +92,16 @@ def current_rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def loop_thread_times() -> tuple[float, float]:
+    """Seconds this (event loop's) thread ran, and waited to run behind other processes.
+
+    From ``/proc/thread-self/schedstat``: whatever is neither is time the loop slept, waiting for
+    the server with nothing to do.
+    """
+    ran, waited, _ = Path("/proc/thread-self/schedstat").read_text().split()
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def peak_rss_mb() -> float:
     """The most this process has held so far (``ru_maxrss``), in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -141,8 +156,10 @@ async def measure_burst(job: LoadJob) -> JSON:
         timer = GcTimer()
         gc.callbacks.append(timer)
         cpu = time.process_time()
+        ran, waited = loop_thread_times()
         wall = await burst.run(job.runs)
         cpu = time.process_time() - cpu
+        ran_after, waited_after = loop_thread_times()
         gc.callbacks.remove(timer)
     peak = peak_rss_mb()
     return {
@@ -157,6 +174,8 @@ async def measure_burst(job: LoadJob) -> JSON:
         "errors": burst.errors,
         "cpu_ms_per_run": cpu / job.runs * 1e3,
         "wall_s": wall,
+        "loop_idle_share": 1 - (ran_after - ran + waited_after - waited) / wall,
+        "cpu_waited_share": (waited_after - waited) / wall,
         "gc_s": sum(timer.seconds),
         "gc_share": sum(timer.seconds) / wall,
         "gc_s_by_generation": timer.seconds,
@@ -202,6 +221,7 @@ def render(results: list[JSON]) -> str:
         f"vs {base['runs']:,}",
         "cyclic GC (of wall)",
         "GC-freed objects per run",
+        "loop idle / waited",
     )
     for r in results:
         table.add(
@@ -215,6 +235,7 @@ def render(results: list[JSON]) -> str:
             f"{r['cpu_ms_per_run'] / base['cpu_ms_per_run']:.2f}x",
             f"{r['gc_s']:.2f} s ({r['gc_share']:.0%})",
             f"{r['gc_freed_per_run']:.0f}",
+            f"{r['loop_idle_share']:.0%} / {r['cpu_waited_share']:.0%}",
         )
     return table.render()
 
