@@ -71,7 +71,9 @@ class Agent:
             including the pause and retry budget all runs of this agent share.
         timeout: HTTP timeouts, in seconds or an ``httpx.Timeout``.
         http_client: Your own ``httpx.AsyncClient`` (tests, proxies); you close it.
-        max_connections: Requests in flight at once over the pool the agent creates.
+        max_connections: The most requests in flight at once over the pool the agent creates;
+            how many really go is adapted to the event loop's lag (a loop that never idles
+            gets fewer, so thousands of runs do not each hold a request it cannot serve).
         max_concurrent_runs: Runs in flight at once; more wait their turn (``None``: no limit).
             Admitting work gradually keeps each run's latency near its own cost instead of
             the whole batch's when thousands are started together.
