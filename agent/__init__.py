@@ -28,6 +28,8 @@ from agent._errors import (
     InternalServerError,
     MaxTurnsExceeded,
     NotFoundError,
+    OutputRefusedError,
+    OutputValidationError,
     PermissionDeniedError,
     ProtocolError,
     RateLimitError,
@@ -62,6 +64,7 @@ from agent._registry import ToolRegistry
 from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
 from agent._retry import RetryPolicy
 from agent._run_stream import RunStream
+from agent._settings import ModelSettings
 from agent._tools import ArgumentsError, Tool, ToolContext, tool
 
 __all__ = [
@@ -82,8 +85,11 @@ __all__ = [
     "Limits",
     "MaxTurnsExceeded",
     "ModelResponded",
+    "ModelSettings",
     "NotFoundError",
     "OutcomeKind",
+    "OutputRefusedError",
+    "OutputValidationError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",

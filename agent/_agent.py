@@ -27,10 +27,12 @@ from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
+from agent._output import output_spec
 from agent._registry import ToolLike, ToolRegistry
 from agent._result import JSONObject, RunResult
 from agent._retry import RetryPolicy
 from agent._run_stream import RunStream, open_run_stream
+from agent._settings import NO_SETTINGS, ModelSettings
 from agent._threads import LoopLocalLimiter
 from agent._urls import shown_url
 from agent._wire import input_items
@@ -84,6 +86,12 @@ class Agent:
             limit); past it the run is cancelled and :class:`RunTimeoutError` raised.
         http2: Speak HTTP/2 where the endpoint offers it (needs ``pip install 'agent-runtime[http2]'``).
         logger: A structlog logger for the run's events; silent when not given.
+        model_settings: Temperature, reasoning effort, ... sent with every request (see
+            :class:`ModelSettings`); a run's own ``model_settings`` override them field by field.
+        output_type: A pydantic model, dataclass or TypedDict the final answer must be: sent as
+            the ``text.format`` JSON schema and parsed into ``result.output_parsed``.
+        output_retries: Times an answer that does not fit ``output_type`` is sent back with
+            what was wrong before :class:`OutputValidationError` (each costs a turn).
     """
 
     def __init__(
@@ -115,8 +123,12 @@ class Agent:
         run_timeout: float | None = None,
         http2: bool = False,
         logger: FilteringBoundLogger | None = None,
+        model_settings: ModelSettings | None = None,
+        output_type: type[Any] | None = None,
+        output_retries: int = 1,
     ) -> None:
         _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
+        _check_output_retries(output_retries)
         _check_timeout(run_timeout)
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
@@ -144,6 +156,9 @@ class Agent:
             ),
             limits=limits,
             run_timeout=run_timeout,
+            model_settings=_checked_settings(model_settings) or NO_SETTINGS,
+            output=None if output_type is None else output_spec(output_type),
+            output_retries=output_retries,
         )
         """Everything the runs share, read-only."""
         self._log = logger or silent_logger()
@@ -208,6 +223,8 @@ class Agent:
         stream: bool | None = None,
         run_timeout: float | None = None,
         run_id: str | None = None,
+        model_settings: ModelSettings | None = None,
+        output_type: type[Any] | None = None,
     ) -> RunResult:
         """Run the loop on ``input`` (a prompt, or Responses input items) to the model's answer.
 
@@ -220,17 +237,22 @@ class Agent:
             run_timeout: Seconds this run may take (default: the agent's ``run_timeout``).
             run_id: The run's id, in its logs, ``RunStarted`` and ``ToolContext.run_id`` (and so
                 in every ``ToolContext.idempotency_key``); a random one when not given.
+            model_settings: This run's settings; each field set replaces the agent's.
+            output_type: This run's output type (default: the agent's ``output_type``).
 
         Raises:
             APIError: the endpoint failed (after retries), with ``partial_result`` set.
             MaxTurnsExceeded: the model was still calling tools after ``max_turns`` responses.
             RunTimeoutError: the run passed its ``run_timeout``, with ``partial_result`` set.
+            OutputValidationError: the answer did not fit ``output_type``, also when asked again.
+            OutputRefusedError: the model refused to answer in ``output_type``'s shape.
             AgentClosedError: the agent is closed, or was closed during the run.
         """
         self._check_open()
+        settings = self._settings_for(model_settings, output_type)
         emit = partial(dispatch_to_hooks, hooks)
         stream = self.stream if stream is None else stream
-        return await self._run(self._client, input, deps, emit, stream, run_timeout, run_id)
+        return await self._run(self._client, settings, input, deps, emit, stream, run_timeout, run_id)
 
     def run_stream(
         self,
@@ -240,6 +262,8 @@ class Agent:
         hooks: Hooks | None = None,
         run_timeout: float | None = None,
         run_id: str | None = None,
+        model_settings: ModelSettings | None = None,
+        output_type: type[Any] | None = None,
     ) -> AbstractAsyncContextManager[RunStream]:
         """Run with streaming and iterate over the run's events as they happen::
 
@@ -250,11 +274,13 @@ class Agent:
 
         Leaving the ``async with`` early (``break``, an exception) cancels the run and its tools.
         A slow consumer loses nothing: the run waits for it (and its ``run_timeout`` runs on).
+        The options are :meth:`run`'s.
         """
         self._check_open()
+        settings = self._settings_for(model_settings, output_type)
 
         async def start(emit: Emit) -> RunResult:
-            return await self._run(self._client, input, deps, emit, True, run_timeout, run_id)
+            return await self._run(self._client, settings, input, deps, emit, True, run_timeout, run_id)
 
         return open_run_stream(start, hooks)
 
@@ -266,14 +292,31 @@ class Agent:
         hooks: Hooks | None = None,
         run_timeout: float | None = None,
         run_id: str | None = None,
+        model_settings: ModelSettings | None = None,
+        output_type: type[Any] | None = None,
     ) -> RunResult:
         """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
         self._check_open()
+        settings = self._settings_for(model_settings, output_type)
         emit = partial(dispatch_to_hooks, hooks)
-        return anyio.run(self._run_detached, input, deps, emit, run_timeout, run_id)
+        return anyio.run(self._run_detached, settings, input, deps, emit, run_timeout, run_id)
+
+    def _settings_for(
+        self, model_settings: ModelSettings | None, output_type: type[Any] | None
+    ) -> LoopSettings:
+        """The agent's loop settings with one run's overrides (the same object when none)."""
+        if model_settings is None and output_type is None:
+            return self.settings
+        base = self.settings
+        return dataclasses.replace(
+            base,
+            model_settings=base.model_settings.merged(_checked_settings(model_settings)),
+            output=base.output if output_type is None else output_spec(output_type),
+        )
 
     async def _run_detached(
         self,
+        settings: LoopSettings,
         input: str | Sequence[JSONObject],
         deps: Any,
         emit: Emit,
@@ -282,13 +325,14 @@ class Agent:
     ) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, input, deps, emit, self.stream, run_timeout, run_id)
+            return await self._run(client, settings, input, deps, emit, self.stream, run_timeout, run_id)
         finally:
             await client.aclose()
 
     async def _run(
         self,
         client: ResponsesClient,
+        settings: LoopSettings,
         input: str | Sequence[JSONObject],
         deps: Any,
         emit: Emit,
@@ -302,11 +346,12 @@ class Agent:
         async with self._admission.get() if self._admission else contextlib.nullcontext():
             self._check_open()
             seconds = self.settings.run_timeout if run_timeout is None else run_timeout
-            return await self._admitted_run(client, input, deps, emit, stream, seconds, run_id)
+            return await self._admitted_run(client, settings, input, deps, emit, stream, seconds, run_id)
 
     async def _admitted_run(
         self,
         client: ResponsesClient,
+        settings: LoopSettings,
         input: str | Sequence[JSONObject],
         deps: Any,
         emit: Emit,
@@ -319,7 +364,14 @@ class Agent:
         execution = self.settings.execution
         engine = InProcessEngine.for_run(client, execution, run_id=run_id, deps=deps, emit=emit, log=log)
         return await self._run_on(
-            engine, input, run_id=run_id, emit=emit, log=log, stream=stream, run_timeout=run_timeout
+            engine,
+            input,
+            run_id=run_id,
+            emit=emit,
+            log=log,
+            stream=stream,
+            run_timeout=run_timeout,
+            settings=settings,
         )
 
     async def _run_on(
@@ -332,9 +384,13 @@ class Agent:
         log: FilteringBoundLogger,
         stream: bool,
         run_timeout: float | None = None,
+        settings: LoopSettings | None = None,
     ) -> RunResult:
-        """The loop on ``input`` through ``engine``: what every engine's runs share."""
-        run = Run(self.settings, engine, RunState(items=input_items(input)), emit, log, stream)
+        """The loop on ``input`` through ``engine``: what every engine's runs share.
+
+        ``settings``: this run's loop settings (default: the agent's).
+        """
+        run = Run(settings or self.settings, engine, RunState(items=input_items(input)), emit, log, stream)
         log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
         try:
             await emit(RunStarted(run_id=run_id, model=self.model))
@@ -358,6 +414,18 @@ def _check_limits(
         raise UsageError(
             "max_turns, max_concurrency, max_threads, max_concurrent_runs must be >= 1, max_retries >= 0"
         )
+
+
+def _check_output_retries(output_retries: int) -> None:
+    if isinstance(output_retries, bool) or not isinstance(output_retries, int) or output_retries < 0:
+        raise UsageError(f"output_retries must be an integer >= 0, got {output_retries!r}")
+
+
+def _checked_settings(settings: ModelSettings | None) -> ModelSettings | None:
+    """Refuse settings of the wrong type (a dict would pass silently until the first request)."""
+    if settings is not None and not isinstance(settings, ModelSettings):
+        raise UsageError(f"model_settings must be a ModelSettings, got {type(settings).__name__}")
+    return settings
 
 
 def _check_timeout(run_timeout: float | None) -> None:

@@ -19,7 +19,9 @@ Every error the runtime raises derives from :class:`AgentError`::
     ├── RunError                      the loop cannot go on
     │   ├── MaxTurnsExceeded
     │   ├── RunTimeoutError           the run passed its run_timeout
-    │   └── HookError                 a hook you passed raised (the original is the __cause__)
+    │   ├── HookError                 a hook you passed raised (the original is the __cause__)
+    │   ├── OutputValidationError     the final answer did not fit output_type, retries spent
+    │   └── OutputRefusedError        the model refused to answer in output_type's shape
     └── UsageError                    the caller's mistake, found before anything was sent
         ├── ToolDefinitionError       a tool that cannot be described or made strict
         ├── UnansweredToolCallError   a request would leave a function_call without its output
@@ -51,6 +53,8 @@ __all__ = [
     "InternalServerError",
     "MaxTurnsExceeded",
     "NotFoundError",
+    "OutputRefusedError",
+    "OutputValidationError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -170,6 +174,33 @@ class RunTimeoutError(RunError):
 
 class HookError(RunError):
     """A hook raised; the run ended there. The hook's own exception is the ``__cause__``."""
+
+
+class OutputValidationError(RunError):
+    """The final answer was not JSON of the run's ``output_type``, also after ``output_retries``.
+
+    ``text`` is the last answer as written and ``errors`` what was wrong with it (as the model
+    was told); ``partial_result`` holds the conversation, every attempt included.
+    """
+
+    def __init__(self, message: str, *, text: str = "", errors: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.text = text
+        """The model's last answer, as written."""
+        self.errors = errors
+        """What was wrong with it: one line per problem, ``where: what``."""
+
+
+class OutputRefusedError(RunError):
+    """The model refused to answer (a ``refusal`` content part) in a run with an ``output_type``.
+
+    Asking again rarely changes a refusal, so the run ends at once; ``refusal`` is its text.
+    """
+
+    def __init__(self, message: str, *, refusal: str = "") -> None:
+        super().__init__(message)
+        self.refusal = refusal
+        """The model's explanation, as written."""
 
 
 class UsageError(AgentError):

@@ -18,11 +18,21 @@ from structlog.typing import FilteringBoundLogger
 
 from agent._batch import CallBatch, TurnScope
 from agent._engine import Engine, ModelRequest
-from agent._errors import AgentError, MaxTurnsExceeded, ProtocolError, ResponseFailedError, RunTimeoutError
+from agent._errors import (
+    AgentError,
+    MaxTurnsExceeded,
+    OutputRefusedError,
+    OutputValidationError,
+    ProtocolError,
+    ResponseFailedError,
+    RunTimeoutError,
+)
 from agent._events import Emit, ModelResponded, TurnFinished
 from agent._execution import ExecutionSettings
 from agent._limits import DEFAULT_LIMITS, Limits
+from agent._output import OutputSpec
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+from agent._settings import NO_SETTINGS, ModelSettings
 from agent._wire import (
     FunctionCall,
     ModelResponse,
@@ -53,6 +63,11 @@ class LoopSettings:
     limits: Limits = DEFAULT_LIMITS
     run_timeout: float | None = None
     """Seconds a whole run may take (``None``: no limit); see :class:`RunTimeoutError`."""
+    model_settings: ModelSettings = NO_SETTINGS
+    output: OutputSpec | None = None
+    """The run's ``output_type``, sent as ``text.format`` and parsed from the final answer."""
+    output_retries: int = 1
+    """Times a final answer that does not fit ``output`` is sent back to be mended."""
 
     def request_body(self, state: RunState, *, stream: bool = False) -> JSONObject:
         """The next request of a run, from the run's state alone (deterministic)."""
@@ -75,7 +90,14 @@ class LoopSettings:
             previous_response_id=previous,
             stream=stream,
             extra_body=self.extra_body,
+            options=self._options(),
         )
+
+    def _options(self) -> JSONObject | None:
+        options = self.model_settings.to_body()
+        if self.output is not None:
+            options["text"] = self.output.text_format()
+        return options
 
 
 @dataclass(slots=True)
@@ -89,6 +111,7 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     response_ids: list[str] = field(default_factory=list)
     last: ModelResponse | None = None
+    output_parsed: object = None
 
     def add_response(self, response: ModelResponse) -> None:
         self.last = response
@@ -116,7 +139,13 @@ class RunState:
             status=status,
             incomplete_reason=last.incomplete_reason if last and incomplete else None,
             last_response=last.body if last else {},
+            output_parsed=self.output_parsed,
         )
+
+    def add_input(self, item: JSONObject) -> None:
+        """Add an item the runtime writes to the conversation (sent with the next request)."""
+        self.items.append(item)
+        self.pending = [item]
 
 
 @dataclass(slots=True)
@@ -155,11 +184,41 @@ class Run:
         raise RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
 
     async def turns(self) -> RunResult:
+        retries = 0
         for number in range(1, self.settings.max_turns + 1):
             response, _ = await self.turn(number)
             if response.status == "incomplete" or not response.function_calls:
-                return self.state.result()
+                if self._final(response, retries, last_turn=number == self.settings.max_turns):
+                    return self.state.result()
+                retries += 1
         raise MaxTurnsExceeded(f"the model was still calling tools after {self.settings.max_turns} turns")
+
+    def _final(self, response: ModelResponse, retries: int, *, last_turn: bool) -> bool:
+        """Whether ``response`` ends the run; if not, the model was told why its answer failed.
+
+        A cut-short response ends it unparsed (``status`` says so); a refusal ends it with
+        :class:`OutputRefusedError`, an answer still wrong after the retries with
+        :class:`OutputValidationError`. Only what the response says decides (durable replays).
+        """
+        spec = self.settings.output
+        if spec is None or response.status == "incomplete":
+            return True
+        refusal = response.refusal
+        if refusal is not None:
+            raise OutputRefusedError(
+                f"the model refused to answer as {spec.name}: {refusal}", refusal=refusal
+            )
+        text = response.output_text
+        parsed = spec.parse(text, max_depth=self.settings.limits.max_json_depth)
+        if not parsed.errors:
+            self.state.output_parsed = parsed.value
+            return True
+        if retries >= self.settings.output_retries or last_turn:
+            why = f"the answer did not fit {spec.name} after {retries} retries: {parsed.errors[0]}"
+            raise OutputValidationError(why, text=text, errors=parsed.errors)
+        self.log.info("output.retry", retry=retries + 1, errors=len(parsed.errors))
+        self.state.add_input(spec.feedback(parsed.errors))
+        return False
 
     async def turn(self, number: int) -> tuple[ModelResponse, list[ToolCallRecord]]:
         """One model response and its tool calls (started as they stream in, when streaming).

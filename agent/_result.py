@@ -108,3 +108,6 @@ class RunResult:
     """Why the last response was cut short (e.g. ``"max_output_tokens"``), when ``status`` says so."""
     last_response: JSONObject = field(default_factory=dict, repr=False)
     """The last response body as received, unknown fields included (e.g. a gateway's own)."""
+    output_parsed: Any = None
+    """The final answer as the run's ``output_type`` (an instance of it); ``None`` without one,
+    or when the run ended ``"incomplete"``."""

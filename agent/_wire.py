@@ -79,6 +79,18 @@ class ModelResponse:
         """The text of the response's assistant messages, one line per message."""
         return "\n".join(t for item in self.output if (t := _message_text(item)))
 
+    @property
+    def refusal(self) -> str | None:
+        """The text of the response's ``refusal`` content parts; ``None`` when it has none."""
+        parts = [
+            str(part.get("refusal", ""))
+            for item in self.output
+            if item.get("type", "message") == "message" and isinstance(item.get("content"), list)
+            for part in item["content"]
+            if isinstance(part, dict) and part.get("type") == "refusal"
+        ]
+        return "\n".join(parts) if parts else None
+
 
 def _message_text(item: JSONObject) -> str:
     if item.get("type", "message") != "message" or item.get("role", "assistant") != "assistant":
@@ -267,8 +279,12 @@ def request_body(
     previous_response_id: str | None,
     extra_body: JSONObject | None,
     stream: bool = False,
+    options: JSONObject | None = None,
 ) -> JSONObject:
-    """Build a ``POST /responses`` body; unset options are left out, ``extra_body`` wins."""
+    """Build a ``POST /responses`` body; unset options are left out, ``extra_body`` wins.
+
+    ``options`` are more fields (model settings, ``text``) that ``extra_body`` also overrides.
+    """
     body: JSONObject = {"model": model, "input": input}
     if tools:
         body["tools"] = tools
@@ -280,6 +296,8 @@ def request_body(
         "previous_response_id": previous_response_id,
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
+    if options:
+        body.update(options)
     if stream:
         body["stream"] = True
     if extra_body:

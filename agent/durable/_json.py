@@ -13,6 +13,7 @@ from typing import Any
 
 import agent._errors as errors
 from agent._errors import AgentError, APIError
+from agent._output import output_from_json, output_to_json
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 
 __all__ = ["error_from_json", "error_to_json", "result_from_json", "result_to_json"]
@@ -32,11 +33,16 @@ def result_to_json(result: RunResult) -> JSONObject:
         "status": result.status,
         "incomplete_reason": result.incomplete_reason,
         "last_response": result.last_response,
+        "output_parsed": output_to_json(result.output_parsed),
     }
 
 
-def result_from_json(data: JSONObject) -> RunResult:
-    """The :class:`RunResult` that :func:`result_to_json` wrote."""
+def result_from_json(data: JSONObject, output_type: Any = None) -> RunResult:
+    """The :class:`RunResult` that :func:`result_to_json` wrote.
+
+    ``output_parsed`` is stored as its JSON dump: rebuilt as ``output_type`` when given, else
+    left as that JSON (a reader in another process may not have the type at hand).
+    """
     return RunResult(
         output=data["output"],
         items=list(data["items"]),
@@ -47,6 +53,7 @@ def result_from_json(data: JSONObject) -> RunResult:
         status=data["status"],
         incomplete_reason=data["incomplete_reason"],
         last_response=data["last_response"],
+        output_parsed=output_from_json(data.get("output_parsed"), output_type),
     )
 
 
