@@ -90,7 +90,7 @@ def output_spec(output_type: Any) -> OutputSpec:
         raise UsageError(_unsupported(output_type)) from None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # bounded: types made at run time would pile up
 def _cached_spec(output_type: Any) -> OutputSpec:
     if not _supported(output_type):
         raise UsageError(_unsupported(output_type))
