@@ -94,6 +94,8 @@ class LoopSettings:
         )
 
     def _options(self) -> JSONObject | None:
+        if self.model_settings is NO_SETTINGS and self.output is None:
+            return None  # the common case costs one comparison per request
         options = self.model_settings.to_body()
         if self.output is not None:
             options["text"] = self.output.text_format()
