@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, NotRequired
@@ -121,6 +122,19 @@ async def test_a_wrong_answer_is_sent_back_with_its_errors_and_mended() -> None:
     assert wrong == answered["content"][0]["text"]
     assert feedback["role"] == "user"
     assert "- population: Input should be a valid integer" in feedback["content"]
+
+
+@pytest.mark.asyncio
+async def test_the_retry_is_a_function_of_the_responses_alone() -> None:
+    """The same responses make the same requests, retry included (durable engines replay the loop)."""
+    replies = [text_reply('{"name": 1}'), text_reply(PARIS)]
+    bodies = []
+    for _ in range(2):
+        agent, endpoint = scripted_agent(copy.deepcopy(replies), output_type=City)
+        async with agent:
+            await agent.run("Largest city of France?")
+        bodies.append(endpoint.requests)
+    assert bodies[0] == bodies[1]
 
 
 @pytest.mark.asyncio
