@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import BaseModel
 
 from agent import (
     Agent,
@@ -28,6 +29,7 @@ from agent import (
     tool,
 )
 from agent.localmodel import AutoPolicy, LocalModelServer
+from tests._support import message, response, scripted_agent
 
 dbos = pytest.importorskip("dbos")
 
@@ -289,3 +291,21 @@ async def test_a_dbos_agent_that_is_not_open_says_so(server: LocalModelServer, s
     async with agent_for(server) as agent:
         with pytest.raises(UsageError, match="async with"):
             await DBOSAgent(agent, database_url=sqlite_url).run("add")
+
+
+class Answer(BaseModel):
+    """A structured answer."""
+
+    text: str
+
+
+@pytest.mark.asyncio
+async def test_a_durable_structured_run_gives_back_the_typed_output(sqlite_url: str) -> None:
+    """output_parsed of a durable run (started here, or read back by run id) is the output_type."""
+    agent, endpoint = scripted_agent([response(message('{"text": "hi"}'))], output_type=Answer)
+    async with agent, DBOSAgent(agent, database_url=sqlite_url) as durable:
+        first = await durable.run("answer", run_id="typed")
+        again = await durable.result("typed")
+    assert first.output_parsed == Answer(text="hi")
+    assert again.output_parsed == first.output_parsed
+    assert len(endpoint.requests) == 1

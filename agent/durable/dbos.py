@@ -416,7 +416,7 @@ class DBOSAgent:
                 )
         finally:
             _CALLER_HOOKS.reset(token)
-        return _outcome(await handle.get_result(polling_interval_sec=0.1))
+        return _outcome(await handle.get_result(polling_interval_sec=0.1), self._output_type)
 
     async def enqueue(self, input: str | Sequence[JSONObject], *, run_id: str | None = None) -> str:
         """Put a run on the durable queue, for any worker; returns its run id."""
@@ -429,7 +429,14 @@ class DBOSAgent:
     async def result(self, run_id: str) -> RunResult:
         """Wait for run ``run_id`` (recovering it first if its worker died) and return its result."""
         await self._check_open().recover(run_id)
-        return await _wait_for(run_id, partial(DBOS.list_workflows, workflow_ids=[run_id]), 0.1)
+        read = partial(DBOS.list_workflows, workflow_ids=[run_id])
+        return await _wait_for(run_id, read, 0.1, self._output_type)
+
+    @property
+    def _output_type(self) -> Any:
+        """The agent's ``output_type``: what ``output_parsed`` is rebuilt as (``None``: JSON)."""
+        output = self.agent.settings.output
+        return output.type if output is not None else None
 
     def _check_open(self) -> Sweeper:
         """This worker's sweeper; raises unless this DBOSAgent is open."""
@@ -587,7 +594,9 @@ def _replace(info: RunInfo, **changes: Any) -> RunInfo:
 # ---------------------------------------------------------------- shared
 
 
-async def _wait_for(run_id: str, read: Callable[[], list[WorkflowStatus]], poll: float) -> RunResult:
+async def _wait_for(
+    run_id: str, read: Callable[[], list[WorkflowStatus]], poll: float, output_type: Any = None
+) -> RunResult:
     """Poll run ``run_id`` until it ends (cancellable between polls: no thread is left waiting)."""
     while True:
         statuses = await anyio.to_thread.run_sync(read)
@@ -595,20 +604,20 @@ async def _wait_for(run_id: str, read: Callable[[], list[WorkflowStatus]], poll:
             raise UsageError(f"no durable run with id {run_id!r}")
         status = statuses[0]
         if status.status == "SUCCESS" and isinstance(status.output, dict):
-            return _outcome(status.output)
+            return _outcome(status.output, output_type)
         if status.status == "SUCCESS" or status.status not in ("PENDING", "ENQUEUED", "DELAYED"):
             raise RunError(f"durable run {run_id!r} ended as {status.status}: {status.error}")
         await anyio.sleep(poll)
 
 
-def _outcome(document: JSONObject) -> RunResult:
+def _outcome(document: JSONObject, output_type: Any = None) -> RunResult:
     """A workflow's stored document as the run's result, or its error raised."""
     if "error" in document:
         error = error_from_json(document["error"])
         if document.get("partial_result"):
-            error.partial_result = result_from_json(document["partial_result"])
+            error.partial_result = result_from_json(document["partial_result"], output_type)
         raise error
-    return result_from_json(document["result"])
+    return result_from_json(document["result"], output_type)
 
 
 def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
