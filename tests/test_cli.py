@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from agent import Agent, ToolRegistry, tool
+from agent import Agent, ToolRegistry, UsageError, tool
 from agent import _cli as cli
-from agent.localmodel import AutoPolicy, Fault, LocalModelServer
+from agent.localmodel import AutoPolicy, Endpoint, Fault, LocalModelServer
 from tests._support import FAST_RETRY, REPO_ROOT
 
 DEMO_TOOLS = ["current_time", "math_calculator", "random_generator", "system_info"]
@@ -228,7 +228,7 @@ def test_run_calls_the_tools_named_by_tools_option(server: LocalModelServer) -> 
         ("nope", "expected 'builtin' or 'module:attr'"),
         (":REGISTRY", "expected 'builtin' or 'module:attr'"),
         ("tests.test_cli:", "expected 'builtin' or 'module:attr'"),
-        ("no_such_module_here:tools", "No module named 'no_such_module_here'"),
+        ("no_such_module_here:tools", "no module named 'no_such_module_here'"),
         ("tests.test_cli:MISSING", "has no attribute 'MISSING'"),
         ("tests.test_cli:NOT_TOOLS", "is a list, not a ToolRegistry"),
         ("os:path", "is a module, not a ToolRegistry"),
@@ -450,3 +450,110 @@ def test_json_failure_still_prints_a_json_document(server: LocalModelServer) -> 
     assert result.exit_code == 1
     assert document["error"]["type"] == "MaxTurnsExceeded"
     assert len(document["partial_result"]["tool_calls"]) == 4
+
+
+def test_console_script_finds_a_tools_module_in_the_current_directory(tmp_path: Path) -> None:
+    """``agent tools --tools mod:attr`` run where ``mod.py`` lies finds it, as ``python -m agent`` does."""
+    (tmp_path / "mytools.py").write_text(
+        "from agent import tool\n\n@tool\ndef ping() -> str:\n    'Answer pong.'\n    return 'pong'\n"
+    )
+    done = subprocess.run(
+        [str(AGENT_SCRIPT), "tools", "--tools", "mytools:ping"],
+        cwd=tmp_path,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [entry["name"] for entry in json.loads(done.stdout)] == ["ping"]
+
+
+def test_tools_module_whose_own_import_fails_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module found but importing a missing package is reported as such, not as a missing module."""
+    name = f"cli_tools_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("tools", "--tools", f"{name}:registry")
+    assert_one_line_error(
+        result, 2, mentions=f"{name} was found, but its import of no_such_dependency_xyz failed"
+    )
+
+
+def test_missing_tools_module_says_where_it_was_looked_for() -> None:
+    """A module that is nowhere is named as missing, the current directory included in the search."""
+    result = invoke("tools", "--tools", "no_such_module_here:tools")
+    assert_one_line_error(result, 2, mentions="no module named 'no_such_module_here'")
+    assert "current directory" in result.stderr
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_incomplete_response_exits_3_with_the_reason(json_flag: list[str]) -> None:
+    """A response cut short (status incomplete) exits 3 with its reason on one stderr line."""
+    with LocalModelServer(AutoPolicy(), faults=[Fault(incomplete="max_output_tokens")]) as server:
+        result = invoke("run", "hi", "--no-stream", *json_flag, env=against(server))
+    assert_one_line_error(result, cli.INCOMPLETE_EXIT, mentions="incomplete")
+    assert "max_output_tokens" in error_lines(result.stderr)[0]
+    if json_flag:
+        assert json.loads(result.stdout)["status"] == "incomplete"
+
+
+def test_demo_stays_local_when_only_an_api_key_is_exported() -> None:
+    """An exported OPENAI_API_KEY alone does not send the demo to the real API."""
+    result = invoke("demo", "--json", env={"OPENAI_BASE_URL": None, "OPENAI_API_KEY": "sk-real"})
+    assert result.exit_code == 0, result.output
+    assert LOCAL_MODEL_NOTICE in result.stderr
+    assert "--remote" in result.stderr
+
+
+def test_demo_goes_remote_when_a_base_url_is_set(server: LocalModelServer) -> None:
+    """With OPENAI_BASE_URL set the demo runs there and says so in one line."""
+    result = invoke("demo", "--json", env=against(server))
+    assert result.exit_code == 0, result.output
+    assert LOCAL_MODEL_NOTICE not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "endpoint" in line] == [
+        f"agent demo: on the endpoint {server.base_url}"
+    ]
+
+
+def test_demo_remote_flag_uses_the_environments_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``agent demo --remote`` asks the configured endpoint even without OPENAI_BASE_URL."""
+    seen: list[str | None] = []
+
+    def agent_at(registry: ToolRegistry, endpoint: Endpoint, *rest: object) -> None:
+        seen.append(endpoint.base_url)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(cli, "_agent", agent_at)
+    result = invoke("demo", "--remote", env=NO_OPENAI)
+    assert seen == [None]  # None: the Agent reads OPENAI_* (default https://api.openai.com/v1)
+    assert LOCAL_MODEL_NOTICE not in result.stderr
+
+
+def test_local_model_notice_fits_80_columns(demo: Result) -> None:
+    """The one-line local-model notice does not wrap on an 80-column terminal."""
+    notices = [line for line in demo.stderr.splitlines() if LOCAL_MODEL_NOTICE in line]
+    assert len(notices[0]) <= 80
+
+
+def test_demo_help_names_no_outside_page() -> None:
+    """The demo's help says what it does, without pointing at a page users cannot place."""
+    result = invoke("demo", "--help")
+    assert "API page" not in result.stdout
+    assert "four builtin tools" in result.stdout.lower()
+
+
+def test_serve_local_auto_is_accepted_but_hidden() -> None:
+    """``--auto`` (the default policy) still parses but is no longer in the help."""
+    assert "--auto" not in invoke("serve-local", "--help").stdout
+    assert_one_line_error(invoke("serve-local", "--auto", "--script", "x.json"), 2, mentions="--script")
+
+
+def test_serve_local_passes_api_key_and_stream_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve-local --api-key K --stream-delay S`` reach the server."""
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(cli, "serve", lambda policy, **options: calls.append(options))
+    result = invoke("serve-local", "--api-key", "k1", "--stream-delay", "0.05", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert (calls[0]["api_key"], calls[0]["stream_delay"]) == ("k1", 0.05)
