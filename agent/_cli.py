@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import json
 import os
 import sys
@@ -24,18 +25,20 @@ from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
+import httpx
 import typer
-from pydantic_core import to_json
+from pydantic_core import to_json, to_jsonable_python
 from rich.console import Console
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from agent._agent import DEFAULT_BASE_URL, Agent
-from agent._console import RunDisplay
+from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
 from agent._registry import ToolRegistry
 from agent._result import RunResult
+from agent._retry import RetryPolicy
 from agent._tools import Tool
 from agent._urls import shown_url
 from agent.localmodel import (
@@ -360,11 +363,13 @@ class _Output:
     log_format: str
     verbose: bool
 
-    def logger(self) -> FilteringBoundLogger:
+    def format(self) -> LogFormat:
         if self.log_format not in ("console", "json"):
             _fail("--log-format takes console or json", code=2)
-        fmt: LogFormat = "json" if self.log_format == "json" else "console"
-        return make_logger(fmt, level="debug" if self.verbose else "warning")
+        return "json" if self.log_format == "json" else "console"
+
+    def logger(self) -> FilteringBoundLogger:
+        return make_logger(self.format(), level="debug" if self.verbose else "warning")
 
 
 Runner = Callable[[Agent, RunDisplay], Awaitable[RunResult]]
@@ -380,8 +385,8 @@ def _run_command(
     *,
     where: Callable[..., AbstractContextManager[Endpoint]] | None = None,
 ) -> None:
-    logger = output.logger()
     display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
+    logger, watch = cli_logger(display, output.format(), verbose=output.verbose)
     # Paced like a model when streaming to a person, so the stream can be seen; else at full speed.
     pace = _LOCAL_PACE if display.stream_text else 0.0
     with (where or _endpoint)(local_policy, pace=pace) as endpoint:
@@ -391,7 +396,7 @@ def _run_command(
                 with display:
                     return await runner(agent, display)
 
-        result = _guarded(go, output.verbose, as_json=output.json)
+        result = _guarded(go, output.verbose, as_json=output.json, sent=lambda: watch.requests)
     display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
     if result.status == "incomplete":
         reason = result.incomplete_reason or "no reason given"
@@ -425,12 +430,29 @@ def _demo_endpoint(local_policy: Policy, *, pace: float) -> Iterator[Endpoint]:
     yield Endpoint(base_url=None, api_key=None, local=False)
 
 
+_LOOPBACK_RETRY = RetryPolicy(initial_delay=0.05, max_delay=0.5, jitter=0.05)
+"""Retries against a server on this machine: nothing is gained by waiting the default 0.5 s and
+more for a refused port or a local 5xx; a ``Retry-After`` is still followed."""
+
+
 def _agent(
     registry: ToolRegistry, endpoint: Endpoint, logger: FilteringBoundLogger, options: dict[str, Any]
 ) -> Agent:
+    url = endpoint.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if _is_loopback(url):
+        options = {"retry": _LOOPBACK_RETRY, **options}
     return Agent(
         tools=registry, logger=logger, base_url=endpoint.base_url, api_key=endpoint.api_key, **options
     )
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (a bad URL is not: the Agent refuses it later)."""
+    try:
+        host = httpx.URL(url).host
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except (httpx.InvalidURL, ValueError):
+        return False
 
 
 def _agent_options(
@@ -514,10 +536,17 @@ def _tty() -> bool:
     return sys.stdout.isatty()
 
 
-def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool = False) -> T:
+def _guarded(
+    main: Callable[[], Awaitable[T]],
+    verbose: bool,
+    *,
+    as_json: bool = False,
+    sent: Callable[[], int] = lambda: 0,
+) -> T:
     """Run ``main``; a runtime error becomes one line on stderr and exit code 1 (traceback with -v).
 
-    With ``as_json`` stdout still gets a JSON document: the error and what the run had done.
+    With ``as_json`` stdout still gets a JSON document: the error and what the run had done
+    (``sent()``: the model requests sent, retries included).
     """
     try:
         return anyio.run(main)
@@ -527,16 +556,21 @@ def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool =
         _fail(str(exc), code=2)
     except AgentError as exc:
         if as_json:
-            typer.echo(to_json(_error_document(exc), indent=2).decode())
+            typer.echo(to_json(_error_document(exc, sent()), indent=2).decode())
         if verbose:
             raise
         _fail(f"{type(exc).__name__}: {exc}", code=1)
 
 
-def _error_document(exc: AgentError) -> dict[str, Any]:
+def _error_document(exc: AgentError, sent: int) -> dict[str, Any]:
+    """The error, and what the run had done: status ``failed``, the requests sent counted."""
     error = {"type": type(exc).__name__, "message": str(exc)}
     error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
-    return {"error": error, "partial_result": exc.partial_result}
+    partial = to_jsonable_python(exc.partial_result) if exc.partial_result is not None else None
+    if partial is not None:
+        partial["status"] = "failed"
+        partial["usage"]["requests"] = max(partial["usage"]["requests"], sent)
+    return {"error": error, "partial_result": partial}
 
 
 def _fail(message: str, *, code: int) -> NoReturn:

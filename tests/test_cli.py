@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import socket
@@ -13,10 +14,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from agent import Agent, ToolRegistry, UsageError, tool
+from agent import Agent, TextDelta, ToolCallStarted, ToolRegistry, UsageError, tool
 from agent import _cli as cli
+from agent._console import RunDisplay, cli_logger
 from agent.localmodel import AutoPolicy, Endpoint, Fault, LocalModelServer
 from tests._support import FAST_RETRY, REPO_ROOT
 
@@ -557,3 +560,85 @@ def test_serve_local_passes_api_key_and_stream_delay(monkeypatch: pytest.MonkeyP
     result = invoke("serve-local", "--api-key", "k1", "--stream-delay", "0.05", "--port", "0")
     assert result.exit_code == 0, result.output
     assert (calls[0]["api_key"], calls[0]["stream_delay"]) == ("k1", 0.05)
+
+
+def terminal_display() -> tuple[RunDisplay, io.StringIO, io.StringIO]:
+    """A display on a recorded 100-column terminal: (display, stderr text, stdout text)."""
+    err, out = io.StringIO(), io.StringIO()
+    console = Console(file=err, force_terminal=True, width=100, color_system=None)
+    return RunDisplay(console, out, stream_text=True), err, out
+
+
+def test_logs_go_through_the_console_above_the_live_table() -> None:
+    """A log line written while the live table is up reaches the console whole, on its own line."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    with display:
+        display.handle(ToolCallStarted(1, "c1", "shout", '{"text": "a"}'))
+        logger.info("tool.end", tool="shout")
+    lines = err.getvalue().splitlines()
+    logged = [line for line in lines if "tool.end" in line]
+    assert len(logged) == 1
+    assert logged[0].split("[info     ]")[0].strip().endswith("Z")  # the timestamp starts the line
+
+
+def test_log_line_does_not_stick_to_a_streamed_answer() -> None:
+    """A log line during a streamed answer ends the answer's line first."""
+    display, _err, out = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    display.handle(TextDelta(1, "msg_1", "Hello"))
+    logger.warning("something")
+    display.handle(TextDelta(1, "msg_1", " world"))
+    assert out.getvalue().startswith("Hello\n")
+
+
+def test_retry_without_verbose_logs_nothing_and_shows_a_transient_status() -> None:
+    """Without -v a retry is no log line: a short status on a terminal, gone once the run moves on."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=False)
+    with display:
+        logger.warning("model.retry", attempt=1, wait=0.8, error="HTTP 429: slow down")
+        shown = err.getvalue()
+    assert "model.retry" not in err.getvalue()
+    assert "retrying in 0.8 s (HTTP 429: slow down)" in shown
+
+
+def test_retry_with_verbose_is_logged() -> None:
+    """With -v the retry is a log line as before."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    logger.warning("model.retry", attempt=1, wait=0.8, error="HTTP 429")
+    assert "model.retry" in err.getvalue()
+
+
+def test_rate_limited_run_prints_exactly_one_line_without_verbose() -> None:
+    """429s retried then given up on: stderr holds the one error line and nothing else."""
+    faults = [Fault(status=429, retry_after=0)] * 3
+    with LocalModelServer(AutoPolicy(), faults=faults) as server:
+        result = invoke("run", "hi", env=against(server))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == error_lines(result.stderr)
+
+
+def test_refused_loopback_port_fails_within_a_second() -> None:
+    """A refused port on 127.0.0.1 is retried at a loopback's pace: the run fails in under 1 s."""
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+    started = time.perf_counter()
+    result = invoke("run", "hi", env=env)
+    assert result.exit_code == 1
+    assert time.perf_counter() - started < 1.0
+
+
+def test_json_error_document_after_a_401_reports_a_failed_attempt() -> None:
+    """--json after a 401: partial_result status "failed" and one request sent."""
+    with LocalModelServer(AutoPolicy(), api_key="right") as server:
+        result = invoke("run", "hi", "--json", env=against(server, key="wrong"))
+    partial = json.loads(result.stdout)["partial_result"]
+    assert (partial["status"], partial["usage"]["requests"]) == ("failed", 1)
+
+
+def test_json_error_document_after_refused_connections_counts_every_attempt() -> None:
+    """--json after a refused port: status "failed", the three attempts (two retries) counted."""
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+    partial = json.loads(invoke("run", "hi", "--json", env=env).stdout)["partial_result"]
+    assert (partial["status"], partial["usage"]["requests"]) == ("failed", 3)
