@@ -642,3 +642,22 @@ def test_json_error_document_after_refused_connections_counts_every_attempt() ->
     env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
     partial = json.loads(invoke("run", "hi", "--json", env=env).stdout)["partial_result"]
     assert (partial["status"], partial["usage"]["requests"]) == ("failed", 3)
+
+
+def test_readme_quick_start_runs_as_a_file(tmp_path: Path, server: LocalModelServer) -> None:
+    """The README's quick start, pasted into a file, runs (against the local model)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "quickstart.py").write_text(code)
+    done = subprocess.run(
+        [sys.executable, "quickstart.py"],
+        cwd=tmp_path,
+        env=process_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="x"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "get_weather" in done.stdout
