@@ -562,7 +562,7 @@ def _guarded(
         _fail(f"{type(exc).__name__}: {exc}", code=1)
 
 
-def _error_document(exc: AgentError, sent: int) -> dict[str, Any]:
+def _error_document(exc: AgentError, sent: int = 0) -> dict[str, Any]:
     """The error, and what the run had done: status ``failed``, the requests sent counted."""
     error = {"type": type(exc).__name__, "message": str(exc)}
     error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
