@@ -3,7 +3,8 @@ and ``runs`` (built on typer and rich).
 
 Results go to stdout, everything else (progress, logs, errors) to stderr, so the answer can be
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
-model server (a deterministic stand-in, not AI) and say so in one line. The durable commands
+model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
+it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
 live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra).
 """
 
@@ -11,33 +12,39 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import json
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
+import httpx
 import typer
-from pydantic_core import to_json
+from pydantic_core import to_json, to_jsonable_python
 from rich.console import Console
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
-from agent._agent import Agent
-from agent._console import RunDisplay
+from agent._agent import DEFAULT_BASE_URL, Agent
+from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
 from agent._registry import ToolRegistry
 from agent._result import RunResult
+from agent._retry import RetryPolicy
 from agent._tools import Tool
+from agent._urls import shown_url
 from agent.localmodel import (
     AutoPolicy,
     Endpoint,
+    LocalModelServer,
     Policy,
     ScriptPolicy,
     demo_script,
@@ -45,7 +52,10 @@ from agent.localmodel import (
     serve,
 )
 
-__all__ = ["app", "main"]
+__all__ = ["INCOMPLETE_EXIT", "app", "main"]
+
+INCOMPLETE_EXIT = 3
+"""Exit code of a run whose last response was cut short (``status: incomplete``)."""
 
 DEMO_PROMPT = (
     "Please help me do the following things simultaneously:\n"
@@ -108,16 +118,24 @@ MetadataOption = Annotated[list[str] | None, typer.Option(help="k=v request meta
 
 @app.command()
 def demo(
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Ask the endpoint of OPENAI_* instead of the local model.")
+    ] = False,
     json_output: JsonOption = False,
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
 ) -> None:
-    """The API page's scenario: four builtin tools called in parallel, then the final answer."""
+    """Four builtin tools called in parallel, then the final answer.
+
+    Runs on the embedded local model (not AI) unless --remote is given or OPENAI_BASE_URL is set;
+    an exported OPENAI_API_KEY alone does not switch it.
+    """
     registry = load_tools(["builtin"])
     output = _Output(json_output, stream, log_format, verbose)
     runner = _in_process(DEMO_PROMPT, stream=output.stream)
-    _run_command(registry, demo_script(), output, {"model": "gpt-4.1"}, runner)
+    where = _demo_endpoint if remote or os.environ.get("OPENAI_BASE_URL") else _demo_local
+    _run_command(registry, demo_script(), output, {"model": "gpt-4.1"}, runner, where=where)
 
 
 @app.command()
@@ -243,19 +261,27 @@ def list_tools(tools: ToolsOption = None) -> None:
 def serve_local(
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    script: Annotated[Path | None, typer.Option(help="Replay this transcript (JSON).")] = None,
-    auto: Annotated[bool, typer.Option("--auto", help="Call every offered tool, then report.")] = False,
+    script: Annotated[
+        Path | None, typer.Option(help="Replay this transcript (JSON); default: call every tool, report.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require this bearer key (401 otherwise).", show_default=False)
+    ] = None,
+    stream_delay: Annotated[
+        float, typer.Option(min=0.0, help="Seconds between streamed items, to watch a stream.")
+    ] = 0.0,
+    auto: Annotated[bool, typer.Option("--auto", hidden=True, help="The default policy.")] = False,
 ) -> None:
     """Run the local model server in the foreground (a deterministic stand-in, not AI)."""
     if script and auto:
-        _fail("use either --script or --auto, not both", code=2)
+        _fail("use either --script or --auto (the default), not both", code=2)
     policy: Policy = _load_script(script) if script else AutoPolicy()
 
     def announce(url: str) -> None:
-        stderr.print(f"local model server (not AI) on {url} - Ctrl+C to stop")
+        _note(f"local model server (not AI) on {url} - Ctrl+C to stop")
 
     try:
-        serve(policy, host=host, port=port, on_ready=announce)
+        serve(policy, host=host, port=port, api_key=api_key, stream_delay=stream_delay, on_ready=announce)
     except OSError as exc:  # raised by the bind, before anything is served
         _fail(f"cannot serve on {host} port {port}: {exc.strerror or exc}", code=2)
 
@@ -286,13 +312,29 @@ def _load_target(target: str) -> ToolRegistry | Tool[..., Any]:
 
 
 def _import(module_name: str) -> ModuleType:
-    """Import the user's module; whatever its code raises is a bad target, not a crash."""
+    """Import the user's module, looking in the current directory first (as ``python -m`` does).
+
+    Whatever its code raises is a bad target, not a crash; a module that is found but whose own
+    imports fail is told apart from a module that is nowhere.
+    """
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+        importlib.invalidate_caches()
     try:
         return importlib.import_module(module_name)
-    except ImportError:
-        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and _is_prefix(exc.name, module_name):
+            raise ImportError(
+                f"no module named {exc.name!r} (looked in the current directory and on sys.path)"
+            ) from exc
+        raise ImportError(f"{module_name} was found, but its import of {exc.name} failed: {exc}") from exc
     except Exception as exc:
         raise ImportError(f"importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _is_prefix(package: str, module_name: str) -> bool:
+    """Whether ``package`` is ``module_name`` or one of its parent packages."""
+    return module_name == package or module_name.startswith(package + ".")
 
 
 def _parse_metadata(pairs: list[str]) -> dict[str, str] | None:
@@ -321,11 +363,13 @@ class _Output:
     log_format: str
     verbose: bool
 
-    def logger(self) -> FilteringBoundLogger:
+    def format(self) -> LogFormat:
         if self.log_format not in ("console", "json"):
             _fail("--log-format takes console or json", code=2)
-        fmt: LogFormat = "json" if self.log_format == "json" else "console"
-        return make_logger(fmt, level="debug" if self.verbose else "warning")
+        return "json" if self.log_format == "json" else "console"
+
+    def logger(self) -> FilteringBoundLogger:
+        return make_logger(self.format(), level="debug" if self.verbose else "warning")
 
 
 Runner = Callable[[Agent, RunDisplay], Awaitable[RunResult]]
@@ -333,21 +377,33 @@ Runner = Callable[[Agent, RunDisplay], Awaitable[RunResult]]
 
 
 def _run_command(
-    registry: ToolRegistry, local_policy: Policy, output: _Output, options: dict[str, Any], runner: Runner
+    registry: ToolRegistry,
+    local_policy: Policy,
+    output: _Output,
+    options: dict[str, Any],
+    runner: Runner,
+    *,
+    where: Callable[..., AbstractContextManager[Endpoint]] | None = None,
 ) -> None:
-    logger = output.logger()
     display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
+    logger, watch = cli_logger(display, output.format(), verbose=output.verbose)
     # Paced like a model when streaming to a person, so the stream can be seen; else at full speed.
     pace = _LOCAL_PACE if display.stream_text else 0.0
-    with _endpoint(local_policy, pace=pace) as endpoint:
+    with (where or _endpoint)(local_policy, pace=pace) as endpoint:
 
         async def go() -> RunResult:
             async with _agent(registry, endpoint, logger, options) as agent:
                 with display:
                     return await runner(agent, display)
 
-        result = _guarded(go, output.verbose, as_json=output.json)
+        result = _guarded(go, output.verbose, as_json=output.json, sent=lambda: watch.requests)
     display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
+    if result.status == "incomplete":
+        reason = result.incomplete_reason or "no reason given"
+        _fail(f"the response was cut short (status incomplete: {reason})", code=INCOMPLETE_EXIT)
+
+
+_LOCAL_NOTICE = "no OPENAI_BASE_URL/OPENAI_API_KEY: running on the embedded local model (not AI)"
 
 
 @contextmanager
@@ -355,21 +411,48 @@ def _endpoint(local_policy: Policy, *, pace: float) -> Iterator[Endpoint]:
     """The configured endpoint, or the embedded local model (said in one line on stderr)."""
     with endpoint_or_local(local_policy, stream_delay=pace) as endpoint:
         if endpoint.local:
-            stderr.print(
-                "No OPENAI_BASE_URL/OPENAI_API_KEY set: running on the embedded local model "
-                "(a deterministic script, not AI).",
-                style="dim",
-                soft_wrap=True,
-            )
+            _note(_LOCAL_NOTICE, style="dim")
         yield endpoint
+
+
+@contextmanager
+def _demo_local(local_policy: Policy, *, pace: float) -> Iterator[Endpoint]:
+    """The embedded local model, whatever ``OPENAI_API_KEY`` says (the demo's default)."""
+    with LocalModelServer(local_policy, stream_delay=pace) as server:
+        _note("agent demo: running on the embedded local model (not AI); --remote for yours", style="dim")
+        yield Endpoint(base_url=server.base_url, api_key="local", local=True)
+
+
+@contextmanager
+def _demo_endpoint(local_policy: Policy, *, pace: float) -> Iterator[Endpoint]:
+    """The endpoint ``OPENAI_*`` names (``agent demo --remote`` or ``OPENAI_BASE_URL`` set)."""
+    _note(f"agent demo: on the endpoint {shown_url(os.environ.get('OPENAI_BASE_URL') or DEFAULT_BASE_URL)}")
+    yield Endpoint(base_url=None, api_key=None, local=False)
+
+
+_LOOPBACK_RETRY = RetryPolicy(initial_delay=0.05, max_delay=0.5, jitter=0.05)
+"""Retries against a server on this machine: nothing is gained by waiting the default 0.5 s and
+more for a refused port or a local 5xx; a ``Retry-After`` is still followed."""
 
 
 def _agent(
     registry: ToolRegistry, endpoint: Endpoint, logger: FilteringBoundLogger, options: dict[str, Any]
 ) -> Agent:
+    url = endpoint.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if _is_loopback(url):
+        options = {"retry": _LOOPBACK_RETRY, **options}
     return Agent(
         tools=registry, logger=logger, base_url=endpoint.base_url, api_key=endpoint.api_key, **options
     )
+
+
+def _is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (a bad URL is not: the Agent refuses it later)."""
+    try:
+        host = httpx.URL(url).host
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except (httpx.InvalidURL, ValueError):
+        return False
 
 
 def _agent_options(
@@ -432,9 +515,9 @@ def _durable_url(url: str | None) -> str:
     return url
 
 
-def _note(line: str) -> None:
+def _note(line: str, *, style: str | None = None) -> None:
     """One line on stderr, as it is (no wrapping, no markup)."""
-    stderr.print(line, soft_wrap=True, markup=False, highlight=False)
+    stderr.print(line, soft_wrap=True, markup=False, highlight=False, style=style)
 
 
 async def _watched_run(agent: Agent, prompt: str, display: RunDisplay, *, stream: bool) -> RunResult:
@@ -453,10 +536,17 @@ def _tty() -> bool:
     return sys.stdout.isatty()
 
 
-def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool = False) -> T:
+def _guarded(
+    main: Callable[[], Awaitable[T]],
+    verbose: bool,
+    *,
+    as_json: bool = False,
+    sent: Callable[[], int] = lambda: 0,
+) -> T:
     """Run ``main``; a runtime error becomes one line on stderr and exit code 1 (traceback with -v).
 
-    With ``as_json`` stdout still gets a JSON document: the error and what the run had done.
+    With ``as_json`` stdout still gets a JSON document: the error and what the run had done
+    (``sent()``: the model requests sent, retries included).
     """
     try:
         return anyio.run(main)
@@ -466,16 +556,21 @@ def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool =
         _fail(str(exc), code=2)
     except AgentError as exc:
         if as_json:
-            typer.echo(to_json(_error_document(exc), indent=2).decode())
+            typer.echo(to_json(_error_document(exc, sent()), indent=2).decode())
         if verbose:
             raise
         _fail(f"{type(exc).__name__}: {exc}", code=1)
 
 
-def _error_document(exc: AgentError) -> dict[str, Any]:
+def _error_document(exc: AgentError, sent: int = 0) -> dict[str, Any]:
+    """The error, and what the run had done: status ``failed``, the requests sent counted."""
     error = {"type": type(exc).__name__, "message": str(exc)}
     error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
-    return {"error": error, "partial_result": exc.partial_result}
+    partial = to_jsonable_python(exc.partial_result) if exc.partial_result is not None else None
+    if partial is not None:
+        partial["status"] = "failed"
+        partial["usage"]["requests"] = max(partial["usage"]["requests"], sent)
+    return {"error": error, "partial_result": partial}
 
 
 def _fail(message: str, *, code: int) -> NoReturn:

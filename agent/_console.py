@@ -4,16 +4,23 @@ Tool calls go to stderr: on a terminal as a live table (a spinner per running ca
 result and duration), elsewhere as one line per finished call. The answer's text goes to
 stdout as it streams in when stdout is a terminal; otherwise it is printed whole at the end,
 so piped output is the same with or without streaming.
+
+Logs go through the same console (`cli_logger`), so that on a terminal they are printed above
+the live table instead of under it, and never on the line of a streamed answer. Without ``-v``
+a retried request is no log line: a short status on a terminal that goes once the run moves on.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import Any, Literal, Self, TextIO
 
-from rich.console import Console, RenderableType
+import structlog
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
@@ -30,7 +37,7 @@ from agent._events import (
 )
 from agent._result import RunResult, ToolCallRecord
 
-__all__ = ["RunDisplay"]
+__all__ = ["LogWatch", "RunDisplay", "cli_logger"]
 
 _CELL = 70
 
@@ -59,6 +66,37 @@ class RunDisplay:
     _text_streamed: bool = False
     _open_line: str | None = None
     """The message whose text was written last without its line ended, if any."""
+    _status: str | None = None
+    """A passing status (a retry) shown on a terminal until the run moves on."""
+    _status_live: Live | None = None
+
+    def log(self, line: str) -> None:
+        """Print one log line on the console: above the live table, never on an answer's line."""
+        self._end_line()
+        self.console.print(Text(line), soft_wrap=True, highlight=False)
+
+    def retrying(self, wait: float | None, error: str) -> None:
+        """Show that a request is retried (a terminal only), until the next event."""
+        if not self.console.is_terminal:
+            return
+        self._status = f"retrying in {wait} s ({_clip(error)})" if wait is not None else "retrying"
+        if self._live is not None:
+            self._refresh()
+        elif self._status_live is None:
+            self._end_line()
+            self._status_live = Live(self._status_text(), console=self.console, transient=True)
+            self._status_live.start(refresh=True)
+        else:
+            self._status_live.update(self._status_text(), refresh=True)
+
+    def _status_text(self) -> Text:
+        return Text(self._status or "", style="yellow")
+
+    def _clear_status(self) -> None:
+        self._status = None
+        if self._status_live is not None:
+            self._status_live.stop()
+            self._status_live = None
 
     def hooks(self) -> Hooks:
         """The run hooks that feed this display (for runs that are not streamed)."""
@@ -66,6 +104,7 @@ class RunDisplay:
 
     def handle(self, event: RunEvent) -> None:
         """Show one event."""
+        self._clear_status()
         if isinstance(event, ToolCallStarted):
             self._open_live()
             self._rows[event.call_id] = _Row(event.name, event.arguments, time.perf_counter())
@@ -97,6 +136,7 @@ class RunDisplay:
 
     def finish(self, result: RunResult, *, as_json: str | None = None) -> None:
         """Print the answer (or ``as_json``), unless its text was streamed already."""
+        self._clear_status()
         self._close_live()
         if as_json is not None:
             self.out.write(as_json + "\n")
@@ -115,6 +155,7 @@ class RunDisplay:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._clear_status()
         self._close_live()
 
     def _finished(self, record: ToolCallRecord) -> None:
@@ -146,7 +187,7 @@ class RunDisplay:
             table.add_column(column, overflow="fold")
         for row in self._rows.values():
             table.add_row(*_cells(row))
-        return table
+        return Group(table, self._status_text()) if self._status else table
 
 
 def _cells(row: _Row) -> tuple[Any, ...]:
@@ -171,3 +212,68 @@ def _line(record: ToolCallRecord) -> Text:
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_RETRY_EVENTS = frozenset({"model.retry", "model.retry_budget_exhausted"})
+
+
+@dataclass(slots=True)
+class LogWatch:
+    """The CLI's structlog processor: counts the requests sent, keeps retries quiet without ``-v``.
+
+    The logger it sits in logs everything (debug included), so requests are counted whatever
+    is shown; this processor drops what ``verbose`` does not ask for.
+    """
+
+    display: RunDisplay
+    verbose: bool
+    requests: int = 0
+    """Model requests sent so far, retries included."""
+
+    def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        name = event.get("event")
+        if name == "model.request":
+            self.requests += 1
+        if name in _RETRY_EVENTS and not self.verbose:
+            if name == "model.retry":
+                self.display.retrying(event.get("wait"), str(event.get("error", "")))
+            raise structlog.DropEvent
+        if _LEVELS.get(method, logging.WARNING) < (logging.DEBUG if self.verbose else logging.WARNING):
+            raise structlog.DropEvent
+        return event
+
+
+def cli_logger(
+    display: RunDisplay, format: Literal["console", "json"], *, verbose: bool
+) -> tuple[structlog.typing.FilteringBoundLogger, LogWatch]:
+    """A logger printing through ``display`` (debug with ``verbose``, else warnings), and its watch."""
+    watch = LogWatch(display, verbose)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    logger: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+        _DisplayLogger(display),
+        processors=[
+            watch,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
+    return logger, watch
+
+
+class _DisplayLogger:
+    """A structlog logger writing each rendered line through a `RunDisplay`."""
+
+    def __init__(self, display: RunDisplay) -> None:
+        self._display = display
+
+    def msg(self, message: str) -> None:
+        self._display.log(message)
+
+    debug = info = warning = error = critical = exception = log = msg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import socket
@@ -13,11 +14,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from agent import Agent, ToolRegistry, tool
+from agent import Agent, TextDelta, ToolCallStarted, ToolRegistry, UsageError, tool
 from agent import _cli as cli
-from agent.localmodel import AutoPolicy, Fault, LocalModelServer
+from agent._console import RunDisplay, cli_logger
+from agent.localmodel import AutoPolicy, Endpoint, Fault, LocalModelServer
 from tests._support import FAST_RETRY, REPO_ROOT
 
 DEMO_TOOLS = ["current_time", "math_calculator", "random_generator", "system_info"]
@@ -228,7 +231,7 @@ def test_run_calls_the_tools_named_by_tools_option(server: LocalModelServer) -> 
         ("nope", "expected 'builtin' or 'module:attr'"),
         (":REGISTRY", "expected 'builtin' or 'module:attr'"),
         ("tests.test_cli:", "expected 'builtin' or 'module:attr'"),
-        ("no_such_module_here:tools", "No module named 'no_such_module_here'"),
+        ("no_such_module_here:tools", "no module named 'no_such_module_here'"),
         ("tests.test_cli:MISSING", "has no attribute 'MISSING'"),
         ("tests.test_cli:NOT_TOOLS", "is a list, not a ToolRegistry"),
         ("os:path", "is a module, not a ToolRegistry"),
@@ -450,3 +453,211 @@ def test_json_failure_still_prints_a_json_document(server: LocalModelServer) -> 
     assert result.exit_code == 1
     assert document["error"]["type"] == "MaxTurnsExceeded"
     assert len(document["partial_result"]["tool_calls"]) == 4
+
+
+def test_console_script_finds_a_tools_module_in_the_current_directory(tmp_path: Path) -> None:
+    """``agent tools --tools mod:attr`` run where ``mod.py`` lies finds it, as ``python -m agent`` does."""
+    (tmp_path / "mytools.py").write_text(
+        "from agent import tool\n\n@tool\ndef ping() -> str:\n    'Answer pong.'\n    return 'pong'\n"
+    )
+    done = subprocess.run(
+        [str(AGENT_SCRIPT), "tools", "--tools", "mytools:ping"],
+        cwd=tmp_path,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [entry["name"] for entry in json.loads(done.stdout)] == ["ping"]
+
+
+def test_tools_module_whose_own_import_fails_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module found but importing a missing package is reported as such, not as a missing module."""
+    name = f"cli_tools_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("tools", "--tools", f"{name}:registry")
+    assert_one_line_error(
+        result, 2, mentions=f"{name} was found, but its import of no_such_dependency_xyz failed"
+    )
+
+
+def test_missing_tools_module_says_where_it_was_looked_for() -> None:
+    """A module that is nowhere is named as missing, the current directory included in the search."""
+    result = invoke("tools", "--tools", "no_such_module_here:tools")
+    assert_one_line_error(result, 2, mentions="no module named 'no_such_module_here'")
+    assert "current directory" in result.stderr
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_incomplete_response_exits_3_with_the_reason(json_flag: list[str]) -> None:
+    """A response cut short (status incomplete) exits 3 with its reason on one stderr line."""
+    with LocalModelServer(AutoPolicy(), faults=[Fault(incomplete="max_output_tokens")]) as server:
+        result = invoke("run", "hi", "--no-stream", *json_flag, env=against(server))
+    assert_one_line_error(result, cli.INCOMPLETE_EXIT, mentions="incomplete")
+    assert "max_output_tokens" in error_lines(result.stderr)[0]
+    if json_flag:
+        assert json.loads(result.stdout)["status"] == "incomplete"
+
+
+def test_demo_stays_local_when_only_an_api_key_is_exported() -> None:
+    """An exported OPENAI_API_KEY alone does not send the demo to the real API."""
+    result = invoke("demo", "--json", env={"OPENAI_BASE_URL": None, "OPENAI_API_KEY": "sk-real"})
+    assert result.exit_code == 0, result.output
+    assert LOCAL_MODEL_NOTICE in result.stderr
+    assert "--remote" in result.stderr
+
+
+def test_demo_goes_remote_when_a_base_url_is_set(server: LocalModelServer) -> None:
+    """With OPENAI_BASE_URL set the demo runs there and says so in one line."""
+    result = invoke("demo", "--json", env=against(server))
+    assert result.exit_code == 0, result.output
+    assert LOCAL_MODEL_NOTICE not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "endpoint" in line] == [
+        f"agent demo: on the endpoint {server.base_url}"
+    ]
+
+
+def test_demo_remote_flag_uses_the_environments_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``agent demo --remote`` asks the configured endpoint even without OPENAI_BASE_URL."""
+    seen: list[str | None] = []
+
+    def agent_at(registry: ToolRegistry, endpoint: Endpoint, *rest: object) -> None:
+        seen.append(endpoint.base_url)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(cli, "_agent", agent_at)
+    result = invoke("demo", "--remote", env=NO_OPENAI)
+    assert seen == [None]  # None: the Agent reads OPENAI_* (default https://api.openai.com/v1)
+    assert LOCAL_MODEL_NOTICE not in result.stderr
+
+
+def test_local_model_notice_fits_80_columns(demo: Result) -> None:
+    """The one-line local-model notice does not wrap on an 80-column terminal."""
+    notices = [line for line in demo.stderr.splitlines() if LOCAL_MODEL_NOTICE in line]
+    assert len(notices[0]) <= 80
+
+
+def test_demo_help_names_no_outside_page() -> None:
+    """The demo's help says what it does, without pointing at a page users cannot place."""
+    result = invoke("demo", "--help")
+    assert "API page" not in result.stdout
+    assert "four builtin tools" in result.stdout.lower()
+
+
+def test_serve_local_auto_is_accepted_but_hidden() -> None:
+    """``--auto`` (the default policy) still parses but is no longer in the help."""
+    assert "--auto" not in invoke("serve-local", "--help").stdout
+    assert_one_line_error(invoke("serve-local", "--auto", "--script", "x.json"), 2, mentions="--script")
+
+
+def test_serve_local_passes_api_key_and_stream_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve-local --api-key K --stream-delay S`` reach the server."""
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(cli, "serve", lambda policy, **options: calls.append(options))
+    result = invoke("serve-local", "--api-key", "k1", "--stream-delay", "0.05", "--port", "0")
+    assert result.exit_code == 0, result.output
+    assert (calls[0]["api_key"], calls[0]["stream_delay"]) == ("k1", 0.05)
+
+
+def terminal_display() -> tuple[RunDisplay, io.StringIO, io.StringIO]:
+    """A display on a recorded 100-column terminal: (display, stderr text, stdout text)."""
+    err, out = io.StringIO(), io.StringIO()
+    console = Console(file=err, force_terminal=True, width=100, color_system=None)
+    return RunDisplay(console, out, stream_text=True), err, out
+
+
+def test_logs_go_through_the_console_above_the_live_table() -> None:
+    """A log line written while the live table is up reaches the console whole, on its own line."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    with display:
+        display.handle(ToolCallStarted(1, "c1", "shout", '{"text": "a"}'))
+        logger.info("tool.end", tool="shout")
+    lines = err.getvalue().splitlines()
+    logged = [line for line in lines if "tool.end" in line]
+    assert len(logged) == 1
+    assert logged[0].split("[info     ]")[0].strip().endswith("Z")  # the timestamp starts the line
+
+
+def test_log_line_does_not_stick_to_a_streamed_answer() -> None:
+    """A log line during a streamed answer ends the answer's line first."""
+    display, _err, out = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    display.handle(TextDelta(1, "msg_1", "Hello"))
+    logger.warning("something")
+    display.handle(TextDelta(1, "msg_1", " world"))
+    assert out.getvalue().startswith("Hello\n")
+
+
+def test_retry_without_verbose_logs_nothing_and_shows_a_transient_status() -> None:
+    """Without -v a retry is no log line: a short status on a terminal, gone once the run moves on."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=False)
+    with display:
+        logger.warning("model.retry", attempt=1, wait=0.8, error="HTTP 429: slow down")
+        shown = err.getvalue()
+    assert "model.retry" not in err.getvalue()
+    assert "retrying in 0.8 s (HTTP 429: slow down)" in shown
+
+
+def test_retry_with_verbose_is_logged() -> None:
+    """With -v the retry is a log line as before."""
+    display, err, _ = terminal_display()
+    logger, _ = cli_logger(display, "console", verbose=True)
+    logger.warning("model.retry", attempt=1, wait=0.8, error="HTTP 429")
+    assert "model.retry" in err.getvalue()
+
+
+def test_rate_limited_run_prints_exactly_one_line_without_verbose() -> None:
+    """429s retried then given up on: stderr holds the one error line and nothing else."""
+    faults = [Fault(status=429, retry_after=0)] * 3
+    with LocalModelServer(AutoPolicy(), faults=faults) as server:
+        result = invoke("run", "hi", env=against(server))
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == error_lines(result.stderr)
+
+
+def test_refused_loopback_port_fails_within_a_second() -> None:
+    """A refused port on 127.0.0.1 is retried at a loopback's pace: the run fails in under 1 s."""
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+    started = time.perf_counter()
+    result = invoke("run", "hi", env=env)
+    assert result.exit_code == 1
+    assert time.perf_counter() - started < 1.0
+
+
+def test_json_error_document_after_a_401_reports_a_failed_attempt() -> None:
+    """--json after a 401: partial_result status "failed" and one request sent."""
+    with LocalModelServer(AutoPolicy(), api_key="right") as server:
+        result = invoke("run", "hi", "--json", env=against(server, key="wrong"))
+    partial = json.loads(result.stdout)["partial_result"]
+    assert (partial["status"], partial["usage"]["requests"]) == ("failed", 1)
+
+
+def test_json_error_document_after_refused_connections_counts_every_attempt() -> None:
+    """--json after a refused port: status "failed", the three attempts (two retries) counted."""
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+    partial = json.loads(invoke("run", "hi", "--json", env=env).stdout)["partial_result"]
+    assert (partial["status"], partial["usage"]["requests"]) == ("failed", 3)
+
+
+def test_readme_quick_start_runs_as_a_file(tmp_path: Path, server: LocalModelServer) -> None:
+    """The README's quick start, pasted into a file, runs (against the local model)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "quickstart.py").write_text(code)
+    done = subprocess.run(
+        [sys.executable, "quickstart.py"],
+        cwd=tmp_path,
+        env=process_env(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="x"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "get_weather" in done.stdout
