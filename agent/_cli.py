@@ -35,6 +35,7 @@ from agent._logging import LogFormat, make_logger
 from agent._registry import ToolRegistry
 from agent._result import RunResult
 from agent._tools import Tool
+from agent.durable import result_to_json
 from agent.localmodel import (
     AutoPolicy,
     Endpoint,
@@ -347,7 +348,9 @@ def _run_command(
                     return await runner(agent, display)
 
         result = _guarded(go, output.verbose, as_json=output.json)
-    display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
+    display.finish(
+        result, as_json=to_json(result_to_json(result), indent=2).decode() if output.json else None
+    )
 
 
 @contextmanager
@@ -475,7 +478,8 @@ def _guarded(main: Callable[[], Awaitable[T]], verbose: bool, *, as_json: bool =
 def _error_document(exc: AgentError) -> dict[str, Any]:
     error = {"type": type(exc).__name__, "message": str(exc)}
     error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
-    return {"error": error, "partial_result": exc.partial_result}
+    partial = exc.partial_result
+    return {"error": error, "partial_result": result_to_json(partial) if partial is not None else None}
 
 
 def _fail(message: str, *, code: int) -> NoReturn:
