@@ -385,12 +385,13 @@ async def test_a_results_json_leaves_the_exception_out() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_kept_exception_makes_no_reference_cycle() -> None:
-    """An async tool's exception is freed with its result, without the garbage collector."""
+@pytest.mark.parametrize("failing", [sync_fails, async_fails], ids=["sync", "async"])
+async def test_the_kept_exception_makes_no_reference_cycle(failing: Any) -> None:
+    """A tool's exception is freed with its record, without the garbage collector."""
     gc.collect()
     gc.disable()
     try:
-        record, _ = await run_one(function_call("async_fails"), tools=[async_fails])
+        record, _ = await run_one(function_call(failing.name), tools=[failing])
         freed = weakref.ref(record.exception)
         del record
         assert freed() is None
