@@ -148,6 +148,7 @@ def record_of(call: FunctionCall, turn: int, outcome: ToolOutcome) -> ToolCallRe
         error=outcome.error,
         duration=outcome.duration,
         turn=turn,
+        exception=outcome.exception,
     )
 
 

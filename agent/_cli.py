@@ -27,7 +27,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import httpx
 import typer
-from pydantic_core import to_json, to_jsonable_python
+from pydantic_core import to_json
 from rich.console import Console
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
@@ -41,6 +41,7 @@ from agent._result import RunResult
 from agent._retry import RetryPolicy
 from agent._tools import Tool
 from agent._urls import shown_url
+from agent.durable import result_to_json
 from agent.localmodel import (
     AutoPolicy,
     Endpoint,
@@ -397,7 +398,9 @@ def _run_command(
                     return await runner(agent, display)
 
         result = _guarded(go, output.verbose, as_json=output.json, sent=lambda: watch.requests)
-    display.finish(result, as_json=to_json(result, indent=2).decode() if output.json else None)
+    display.finish(
+        result, as_json=to_json(result_to_json(result), indent=2).decode() if output.json else None
+    )
     if result.status == "incomplete":
         reason = result.incomplete_reason or "no reason given"
         _fail(f"the response was cut short (status incomplete: {reason})", code=INCOMPLETE_EXIT)
@@ -566,7 +569,7 @@ def _error_document(exc: AgentError, sent: int = 0) -> dict[str, Any]:
     """The error, and what the run had done: status ``failed``, the requests sent counted."""
     error = {"type": type(exc).__name__, "message": str(exc)}
     error.update({k: v for k in ("status", "code") if (v := getattr(exc, k, None)) is not None})
-    partial = to_jsonable_python(exc.partial_result) if exc.partial_result is not None else None
+    partial = result_to_json(exc.partial_result) if exc.partial_result is not None else None
     if partial is not None:
         partial["status"] = "failed"
         partial["usage"]["requests"] = max(partial["usage"]["requests"], sent)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent._limits import DEFAULT_LIMITS, Limits
@@ -61,9 +61,12 @@ class ToolOutcome:
     error: str | None
     duration: float
     """Seconds the call took in the engine (waiting for the tool's own slot and a thread included)."""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """The exception the tool raised, for the record only: not data, so not in :meth:`to_json`
+    (an outcome read back from JSON has ``None``)."""
 
     def to_json(self) -> JSONObject:
-        return dataclasses.asdict(self)
+        return {"output": self.output, "kind": self.kind, "error": self.error, "duration": self.duration}
 
     @classmethod
     def from_json(cls, data: JSONObject) -> ToolOutcome:

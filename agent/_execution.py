@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import math
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -36,6 +38,8 @@ from agent._threads import LoopLocalLimiter, ThreadSlot
 from agent._tools import Tool, ToolContext
 
 __all__ = ["ExecutionSettings", "ToolEnvironment", "error_text", "run_tool", "shown_name"]
+
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class _Outcome:
     kind: OutcomeKind
     output: str
     error: str | None = None
+    exception: BaseException | None = None
 
 
 async def run_tool(request: ToolRequest, env: ToolEnvironment) -> ToolOutcome:
@@ -79,7 +84,7 @@ async def run_tool(request: ToolRequest, env: ToolEnvironment) -> ToolOutcome:
     except Exception as exc:  # a fault of the runtime's own: still one outcome, and a loud log
         env.log.exception("tool.internal_error", call_id=request.call_id, tool=request.name)
         message = f"the runtime failed while running tool {shown_name(request.name)} ({type(exc).__name__})"
-        outcome = _failure("tool_error", message)
+        outcome = _failure("tool_error", message, _without_own_frame(exc))
     duration = time.perf_counter() - started
     env.log.info(
         "tool.end",
@@ -89,7 +94,17 @@ async def run_tool(request: ToolRequest, env: ToolEnvironment) -> ToolOutcome:
         duration=round(duration, 6),
         error=outcome.error,
     )
-    return ToolOutcome(outcome.output, outcome.kind, outcome.error, duration)
+    if outcome.exception is not None and env.log.is_enabled_for(logging.DEBUG):
+        _log_traceback(env.log, request, outcome.exception)
+    return ToolOutcome(outcome.output, outcome.kind, outcome.error, duration, outcome.exception)
+
+
+def _log_traceback(
+    log: structlog.typing.FilteringBoundLogger, request: ToolRequest, exc: BaseException
+) -> None:
+    """The tool's traceback, for the developer: at debug level only, as it may quote secrets."""
+    text = "".join(traceback.format_exception(exc)).rstrip("\n")
+    log.debug("tool.exception", call_id=request.call_id, tool=request.name, traceback=text)
 
 
 async def _outcome(request: ToolRequest, env: ToolEnvironment) -> _Outcome:
@@ -188,9 +203,9 @@ async def _run_with_timeout(
                 raise
             outcome = _failure("cancelled", f"tool {tool.name!r} was cancelled")
         except ToolError as exc:
-            outcome = _failure("tool_error", str(exc.message))
+            outcome = _failure("tool_error", str(exc.message), _without_own_frame(exc))
         except Exception as exc:
-            outcome = _exception_outcome(tool, exc, settings.expose_exception_messages)
+            outcome = _exception_outcome(tool, _without_own_frame(exc), settings.expose_exception_messages)
     if outcome is None:  # the time limit cancelled the call
         return _failure("timeout", f"tool {tool.name!r} did not finish within {limit} seconds")
     return outcome
@@ -202,6 +217,16 @@ async def _invoke(call: Callable[[], Any], thread: ThreadSlot | None) -> Any:
         return await call()
     value = await thread.run(call)
     return await value if inspect.isawaitable(value) else value
+
+
+def _without_own_frame(exc: E) -> E:
+    """``exc`` with its traceback starting below this module's catching frame.
+
+    That frame holds the outcome, which will hold ``exc``: kept, it would make a reference
+    cycle (exception, traceback, frame, outcome) that only the garbage collector frees.
+    """
+    tb = exc.__traceback__
+    return exc.with_traceback(tb.tb_next) if tb is not None else exc
 
 
 def _being_cancelled() -> bool:
@@ -222,7 +247,7 @@ def _success(value: Any) -> _Outcome:
     except Exception as exc:  # unserialisable, circular, a property that raises...
         kind = type(value).__name__
         detail = f"the tool returned a {kind}, which cannot be sent as JSON"
-        return _Outcome("tool_error", error_text("tool_error", detail), f"{detail}: {safe_str(exc)}")
+        return _Outcome("tool_error", error_text("tool_error", detail), f"{detail}: {safe_str(exc)}", exc)
 
 
 def _exception_outcome(tool: Tool[..., Any], exc: Exception, expose: bool) -> _Outcome:
@@ -231,11 +256,11 @@ def _exception_outcome(tool: Tool[..., Any], exc: Exception, expose: bool) -> _O
     message = f"tool {tool.name!r} failed with {type(exc).__name__}"
     if expose:
         message = f"{message}: {text}"
-    return _Outcome("tool_error", error_text("tool_error", message), detail)
+    return _Outcome("tool_error", error_text("tool_error", message), detail, exc)
 
 
-def _failure(kind: OutcomeKind, message: str) -> _Outcome:
-    return _Outcome(kind, error_text(kind, message), message)
+def _failure(kind: OutcomeKind, message: str, exception: BaseException | None = None) -> _Outcome:
+    return _Outcome(kind, error_text(kind, message), message, exception)
 
 
 def error_text(kind: OutcomeKind, message: str) -> str:

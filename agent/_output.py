@@ -21,7 +21,7 @@ from typing_extensions import is_typeddict  # knows typing's and typing_extensio
 
 from agent._errors import ToolDefinitionError, UsageError
 from agent._result import JSONObject
-from agent._schema import drop_null_defaults, strip_titles, to_strict
+from agent._schema import drop_null_defaults, model_schema, to_strict
 from agent._wire import JSONRefused, load_json
 
 __all__ = ["OutputSpec", "Parsed", "output_from_json", "output_spec", "output_to_json"]
@@ -96,7 +96,7 @@ def _cached_spec(output_type: Any) -> OutputSpec:
         raise UsageError(_unsupported(output_type))
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(output_type)
-        schema = strip_titles(adapter.json_schema())
+        schema = model_schema(adapter.json_schema())
     except PydanticUserError as exc:  # no schema, or (Python < 3.12) a typing.TypedDict
         raise UsageError(f"output_type {output_type!r} cannot be used: {exc}") from None
     try:

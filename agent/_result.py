@@ -80,6 +80,10 @@ class ToolCallRecord:
     duration: float
     """Seconds from the call's start to its outcome, including waiting for a concurrency slot."""
     turn: int
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """The exception the tool raised (traceback included), for the developer; ``None`` when it
+    raised none. Never sent to the model, never in ``==``, ``repr`` or JSON: a result read back
+    from JSON (a durable run's) has ``None`` here."""
 
     @property
     def ok(self) -> bool:

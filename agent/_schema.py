@@ -1,7 +1,9 @@
 """JSON-schema surgery for tool parameters: tidy for the wire, OpenAI strict mode, null defaults.
 
 OpenAI's strict mode demands that every object lists all its properties as required and sets
-``additionalProperties: false``. An optional parameter therefore becomes *nullable* instead,
+``additionalProperties: false``, and refuses a ``$ref`` beside other keywords (pydantic writes
+``{"$ref": ..., "description": ...}`` for a described model parameter): such a reference is
+inlined, as the official SDK does. An optional parameter becomes *nullable* instead,
 and a ``null`` the model sends for it must turn back into "use the default" before the
 arguments are validated: :func:`drop_null_defaults` does that by walking the arguments
 alongside the original (non-strict) schema.
@@ -10,13 +12,13 @@ alongside the original (non-strict) schema.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent._errors import ToolDefinitionError
 from agent._result import JSONObject
 
-__all__ = ["drop_null_defaults", "strip_titles", "to_strict"]
+__all__ = ["drop_null_defaults", "model_schema", "to_strict"]
 
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
@@ -30,21 +32,38 @@ def _walk(schema: Any, visit: Visitor) -> None:
     if not isinstance(schema, dict):
         return
     visit(schema)
+    for sub in _subschemas(schema):
+        _walk(sub, visit)
+
+
+def _subschemas(schema: JSONObject, *, defs: bool = True) -> Iterator[Any]:
+    """The sub-schemas directly under ``schema`` (its definitions too, unless ``defs`` is false)."""
     for key in _SUBSCHEMA_LISTS:
-        for sub in schema.get(key, ()):
-            _walk(sub, visit)
+        yield from schema.get(key, ())
     for key in _SUBSCHEMA_MAPS:
-        for sub in (schema.get(key) or {}).values():
-            _walk(sub, visit)
+        if defs or key not in ("$defs", "definitions"):
+            yield from (schema.get(key) or {}).values()
     for key in _SUBSCHEMA_ONE:
-        _walk(schema.get(key), visit)
+        yield schema.get(key)
 
 
-def strip_titles(schema: JSONObject) -> JSONObject:
-    """Drop pydantic's generated ``title`` keywords: they cost tokens and tell the model nothing."""
+def model_schema(schema: JSONObject) -> JSONObject:
+    """A pydantic model's schema tidied for the wire, in the official SDK's way.
+
+    Pydantic's generated ``title`` keywords go (they cost tokens and tell the model nothing),
+    and every object that does not say whether it takes more properties (a nested model, a
+    ``TypedDict``) gets ``additionalProperties: false``; free-form dicts say ``true`` or give
+    a schema, and keep it.
+    """
     result = copy.deepcopy(schema)
-    _walk(result, lambda node: node.pop("title", None))
+    _walk(result, _tidy_node)
     return result
+
+
+def _tidy_node(node: JSONObject) -> None:
+    node.pop("title", None)
+    if node.get("type") == "object" and "additionalProperties" not in node:
+        node["additionalProperties"] = False
 
 
 def to_strict(schema: JSONObject) -> tuple[JSONObject, bool]:
@@ -57,6 +76,12 @@ def to_strict(schema: JSONObject) -> tuple[JSONObject, bool]:
     result = copy.deepcopy(schema)
     changed: list[str] = []
     _walk(result, lambda node: _strict_node(node, changed))
+    defs = result.get("$defs")
+    if isinstance(defs, dict) and defs:
+        for name, definition in defs.items():
+            _unravel(definition, defs, frozenset({name}))
+        _unravel(result, defs, frozenset())
+        _drop_unused_defs(result, defs)
     return result, bool(changed)
 
 
@@ -80,6 +105,60 @@ def _strict_node(node: JSONObject, changed: list[str]) -> None:
             properties[name] = _nullable(prop)
             changed.append(name)
     node["required"] = list(properties)
+
+
+_DEFS = "#/$defs/"
+
+
+def _unravel(schema: Any, defs: JSONObject, expanding: frozenset[str]) -> None:
+    """Inline every ``$ref`` that has sibling keywords, as the official SDK does.
+
+    The API refuses ``{"$ref": ..., "description": ...}`` in strict mode. The definition (already
+    strict) is copied in place of the reference, the siblings winning; a reference inside the
+    copy back to a definition being inlined (a recursive model) keeps its ``$ref`` and loses its
+    siblings instead, which ends the recursion.
+    """
+    if not isinstance(schema, dict):
+        return
+    name = _def_name(schema)
+    if name is not None and len(schema) > 1:
+        ref = schema["$ref"]
+        siblings = {key: value for key, value in schema.items() if key != "$ref"}
+        schema.clear()
+        if name in expanding:
+            schema["$ref"] = ref
+            return
+        schema.update({**copy.deepcopy(defs[name]), **siblings})
+        expanding = expanding | {name}
+    for sub in _subschemas(schema, defs=False):
+        _unravel(sub, defs, expanding)
+
+
+def _def_name(schema: JSONObject) -> str | None:
+    """The name of the definition in ``$defs`` that ``schema`` refers to, if any."""
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_DEFS):
+        return ref.removeprefix(_DEFS)
+    return None
+
+
+def _drop_unused_defs(schema: JSONObject, defs: JSONObject) -> None:
+    """Remove the definitions no reference reaches any more (inlining left them behind)."""
+    used: set[str] = set()
+    pending: list[Any] = list(_subschemas(schema, defs=False))
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        name = _def_name(node)
+        if name is not None and name not in used:
+            used.add(name)
+            pending.append(defs.get(name))
+        pending.extend(_subschemas(node, defs=False))
+    for name in set(defs) - used:
+        del defs[name]
+    if not defs:
+        del schema["$defs"]
 
 
 def _nullable(prop: JSONObject) -> JSONObject:

@@ -82,28 +82,34 @@ class ThreadSlot:
         finished = anyio.Event()
         outcome: list[tuple[bool, Any]] = []
 
-        def deliver(ok: bool, value: Any) -> None:  # on the event loop
-            outcome.append((ok, value))
+        # A raised exception's traceback holds the frames of `work` and of this method: their
+        # locals must let go of it once it is handed over, or it would sit in a reference cycle.
+        def deliver(box: list[tuple[bool, Any]]) -> None:  # on the event loop
+            outcome.append(box.pop())
             finished.set()
             self._give_back()
 
         def work() -> None:  # in the thread
             if not self._claim():
                 return
+            box: list[tuple[bool, Any]] = []
             try:
-                result: tuple[bool, Any] = (True, func())
+                box.append((True, func()))
             except BaseException as exc:  # handed to the awaiting task, raised there
-                result = (False, exc)
+                box.append((False, exc))
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-                self._call_soon(partial(deliver, *result))
+                self._call_soon(partial(deliver, box))
 
         context = contextvars.copy_context()  # the tool sees the caller's context variables
         threading.Thread(target=context.run, args=(work,), name="agent-tool", daemon=True).start()
         await finished.wait()
-        ok, value = outcome[0]
+        ok, value = outcome.pop()
         if ok:
             return cast(T, value)
-        raise value
+        try:
+            raise value
+        finally:
+            del value
 
     def close(self) -> None:
         """Give the slot back now if no thread took it."""

@@ -28,7 +28,7 @@ from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject
-from agent._schema import drop_null_defaults, strip_titles, to_strict
+from agent._schema import drop_null_defaults, model_schema, to_strict
 from agent._threads import LoopLocalLimiter
 
 __all__ = ["ArgumentsError", "Tool", "ToolContext", "tool"]
@@ -232,7 +232,7 @@ class _ModelValidator(_Validator):
 
     def __init__(self, model: type[BaseModel]) -> None:
         self.model = model
-        self.schema = strip_titles(model.model_json_schema())
+        self.schema = model_schema(model.model_json_schema())
 
     @classmethod
     def from_signature(

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
+import logging
 import threading
 import time
+import traceback
+import weakref
 from typing import Any
 
 import anyio
 import pytest
+import structlog
+from pydantic_core import to_json
 
-from agent import ToolContext, tool
+from agent import AgentError, ToolContext, ToolError, tool
+from agent._cli import _error_document
 from agent._result import ToolCallRecord
-from tests._support import function_call, message, response, scripted_agent
+from agent.durable import ToolOutcome, result_from_json, result_to_json
+from tests._support import capturing_logger, function_call, message, response, scripted_agent
 
 
 class Unserialisable:
@@ -265,3 +274,137 @@ def test_an_abandoned_sync_tool_does_not_keep_the_program_alive() -> None:
     )
     assert (done.returncode, done.stdout.strip()) == (0, "moved on")
     assert time.monotonic() - started < 20
+
+
+class SecretiveError(Exception):
+    """A tool's own exception type (so weak references to it are allowed)."""
+
+
+@tool
+def sync_fails() -> str:
+    """Fail in a worker thread."""
+    raise SecretiveError("password=hunter2")
+
+
+@tool
+async def async_fails() -> str:
+    """Fail on the event loop."""
+    raise SecretiveError("password=hunter2")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("failing", [sync_fails, async_fails], ids=["sync", "async"])
+async def test_the_tools_exception_is_on_its_record(failing: Any) -> None:
+    """result.tool_calls[i].exception is what the tool raised, its traceback reaching the tool."""
+    record, _ = await run_one(function_call(failing.name), tools=[failing])
+    assert isinstance(record.exception, SecretiveError)
+    frames = [frame.name for frame in traceback.extract_tb(record.exception.__traceback__)]
+    assert frames[-1] == failing.name
+
+
+@pytest.mark.asyncio
+async def test_a_successful_record_has_no_exception() -> None:
+    """A call that returned has ``exception`` None."""
+    record, _ = await run_one(function_call("divide", {"a": 1, "b": 4}))
+    assert record.exception is None
+
+
+@pytest.mark.asyncio
+async def test_a_tool_error_is_on_its_record_too() -> None:
+    """A ToolError the tool raised is kept on the record beside the message the model read."""
+
+    @tool
+    def refuses() -> str:
+        """Refuse."""
+        raise ToolError("no")
+
+    record, sent = await run_one(function_call("refuses"), tools=[refuses])
+    assert (isinstance(record.exception, ToolError), sent["error"]["message"]) == (True, "no")
+
+
+@pytest.mark.asyncio
+async def test_the_exception_stays_out_of_equality_and_repr() -> None:
+    """Two records alike but for their exception are equal, and the repr does not show it."""
+    record, _ = await run_one(function_call("sync_fails"), tools=[sync_fails])
+    assert dataclasses.replace(record, exception=None) == record
+    assert "exception" not in repr(record)
+
+
+@pytest.mark.asyncio
+async def test_the_model_still_sees_only_the_exception_type() -> None:
+    """Keeping the exception changes nothing the model reads."""
+    _, sent = await run_one(function_call("sync_fails"), tools=[sync_fails])
+    assert sent["error"]["message"] == "tool 'sync_fails' failed with SecretiveError"
+
+
+@pytest.mark.asyncio
+async def test_the_traceback_is_logged_at_debug_level() -> None:
+    """A debug logger gets a ``tool.exception`` event with the formatted traceback."""
+    logger, capture = capturing_logger()
+    record, _ = await run_one(function_call("sync_fails"), tools=[sync_fails], logger=logger)
+    [event] = [e for e in capture.entries if e["event"] == "tool.exception"]
+    assert (event["log_level"], event["call_id"], event["tool"]) == ("debug", record.call_id, "sync_fails")
+    assert event["traceback"].startswith("Traceback (most recent call last):")
+    assert event["traceback"].endswith("SecretiveError: password=hunter2")
+    assert 'in sync_fails\n    raise SecretiveError("password=hunter2")' in event["traceback"]
+
+
+@pytest.mark.asyncio
+async def test_no_traceback_is_logged_at_info_level() -> None:
+    """At info level the log is as before: ``tool.end`` only, no traceback anywhere."""
+    capture = structlog.testing.LogCapture()
+    logger = structlog.wrap_logger(
+        None, processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.INFO)
+    )
+    await run_one(function_call("sync_fails"), tools=[sync_fails], logger=logger)
+    tool_events = [e for e in capture.entries if e["event"].startswith("tool.")]
+    assert [e["event"] for e in tool_events] == ["tool.end"]
+    assert "Traceback" not in repr(tool_events)
+
+
+def test_an_outcomes_json_leaves_the_exception_out() -> None:
+    """ToolOutcome.to_json has no exception; the outcome rebuilt from it has None."""
+    outcome = ToolOutcome("{}", "tool_error", "ValueError: x", 0.5, ValueError("x"))
+    data = json.loads(json.dumps(outcome.to_json()))
+    assert (sorted(data), ToolOutcome.from_json(data).exception) == (
+        ["duration", "error", "kind", "output"],
+        None,
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_results_json_leaves_the_exception_out() -> None:
+    """result_to_json stores no exception; the record rebuilt from it has None."""
+    agent, _ = scripted_agent(
+        [response(function_call("sync_fails")), response(message("final"))], tools=[sync_fails]
+    )
+    result = await agent.run("go")
+    data = json.loads(json.dumps(result_to_json(result)))
+    assert "exception" not in data["tool_calls"][0]
+    assert result_from_json(data).tool_calls[0].exception is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("failing", [sync_fails, async_fails], ids=["sync", "async"])
+async def test_the_kept_exception_makes_no_reference_cycle(failing: Any) -> None:
+    """A tool's exception is freed with its record, without the garbage collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        record, _ = await run_one(function_call(failing.name), tools=[failing])
+        freed = weakref.ref(record.exception)
+        del record
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.asyncio
+async def test_the_cli_json_document_leaves_the_exception_out() -> None:
+    """``agent run --json``'s error document serialises a partial result that holds exceptions."""
+    agent, _ = scripted_agent([response(function_call("sync_fails"))] * 2, tools=[sync_fails], max_turns=1)
+    with pytest.raises(AgentError) as info:
+        await agent.run("go")
+    document = json.loads(to_json(_error_document(info.value)))
+    assert document["partial_result"]["tool_calls"][0]["kind"] == "tool_error"
+    assert "exception" not in document["partial_result"]["tool_calls"][0]

@@ -22,11 +22,11 @@ _API_FIELDS = ("status", "code", "error_type", "param", "request_id", "body", "r
 
 
 def result_to_json(result: RunResult) -> JSONObject:
-    """``result`` as a JSON object (tuples become lists)."""
+    """``result`` as a JSON object (tuples become lists; the tools' exception objects are left out)."""
     return {
         "output": result.output,
         "items": result.items,
-        "tool_calls": [dataclasses.asdict(record) for record in result.tool_calls],
+        "tool_calls": [_record_to_json(record) for record in result.tool_calls],
         "usage": dataclasses.asdict(result.usage),
         "turns": result.turns,
         "response_ids": list(result.response_ids),
@@ -35,6 +35,12 @@ def result_to_json(result: RunResult) -> JSONObject:
         "last_response": result.last_response,
         "output_parsed": output_to_json(result.output_parsed),
     }
+
+
+def _record_to_json(record: ToolCallRecord) -> JSONObject:
+    """``record`` without its exception, which is not data (and may hold secrets)."""
+    fields = dataclasses.fields(record)
+    return {f.name: getattr(record, f.name) for f in fields if f.name != "exception"}
 
 
 def result_from_json(data: JSONObject, output_type: Any = None) -> RunResult:
