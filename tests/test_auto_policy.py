@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -12,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import Agent
-from agent.localmodel import AutoPolicy, Item, LocalModelServer, ResponseRequest, create_app
+from agent.localmodel import (
+    AutoPolicy,
+    Item,
+    LocalModelServer,
+    ResponseRequest,
+    ScriptPolicy,
+    create_app,
+    demo_script,
+)
 from builtin_tools import registry
 
 BUILTIN: tuple[Item, ...] = tuple(tool.wire() for tool in registry)
@@ -360,3 +369,39 @@ async def test_a_strict_schema_problem_is_worded_as_the_api_words_it() -> None:
         "Invalid schema for response_format 'answer': In context=(), 'additionalProperties' is "
         "required to be supplied and to be false."
     )
+
+
+# --- pacing the demo ---------------------------------------------------------------------------
+
+
+def _item_arrivals(policy: Any, stream_delay: float) -> list[float]:
+    """When each `response.output_item.added` of the first reply arrived, in seconds from the first."""
+    body = {"model": "m", "input": "go", "stream": True}
+    arrivals: list[float] = []
+    with (
+        LocalModelServer(policy, stream_delay=stream_delay) as server,
+        httpx.Client(headers=AUTH) as client,
+        client.stream("POST", f"{server.base_url}/responses", json=body) as response,
+    ):
+        for line in response.iter_lines():
+            if line == "event: response.output_item.added":
+                arrivals.append(time.perf_counter())
+    return [at - arrivals[0] for at in arrivals]
+
+
+def test_the_demos_parallel_calls_stream_back_to_back_on_a_paced_server() -> None:
+    """demo_script's four calls arrive together even when the server paces its stream."""
+    assert max(_item_arrivals(demo_script(), stream_delay=0.3)) < 0.25
+
+
+def test_the_demos_calls_follow_the_server_pacing_when_asked() -> None:
+    """With call_delay=None, the server's stream_delay separates the calls again."""
+    assert max(_item_arrivals(demo_script(call_delay=None), stream_delay=0.1)) >= 0.25
+
+
+def test_a_policy_items_stream_delay_must_be_a_number() -> None:
+    """A bad per-item `stream_delay` is the policy's fault: a 500 naming it."""
+    bad = ScriptPolicy([[{"type": "message", "content": "x", "stream_delay": "slow"}]])
+    with LocalModelServer(bad) as server, httpx.Client(headers=AUTH) as client:
+        response = client.post(f"{server.base_url}/responses", json={"model": "m", "input": "x"})
+    assert (response.status_code, "stream_delay" in response.json()["error"]["message"]) == (500, True)
