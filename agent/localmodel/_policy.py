@@ -2,7 +2,7 @@
 
 A `Policy` maps a validated request (the whole conversation) to the output items of the reply. The
 two shipped ones are deterministic: `ScriptPolicy` replays a transcript turn by turn, `AutoPolicy`
-(in `_auto.py`) calls every offered tool once and then reports what they returned.
+(in `_auto.py`) calls the tools the prompt names and then reports what they returned.
 """
 
 from __future__ import annotations
