@@ -80,6 +80,13 @@ def test_a_users_tool_is_named_by_a_word_of_its_name() -> None:
     assert [name for name, _ in calls("Weather in Paris?", (weather, clock))] == ["get_weather"]
 
 
+def test_a_tool_name_inside_another_word_does_not_name_it() -> None:
+    """`add` is not named by "padding": names match as whole words."""
+    add = function("add", {})
+    pad = function("pad_text", {})
+    assert [name for name, _ in calls("Run pad_text for the padding", (add, pad))] == ["pad_text"]
+
+
 def test_a_tool_is_named_by_the_topic_of_its_description() -> None:
     """A tool whose name says nothing is found by its description's first sentence."""
     odd = function("fn_7", {}, "Roll dice for a board game. Any number of faces.")

@@ -110,7 +110,7 @@ def named_tools(prompt: str, tools: Sequence[Item], *, arithmetic: bool) -> list
     return [
         tool
         for tool in tools
-        if str(tool.get("name", "")).lower() in lowered
+        if _says_name(lowered, str(tool.get("name", "")).lower())
         or said & _name_stems(tool)
         or topics & _tool_topics(tool)
     ]
@@ -152,6 +152,11 @@ def keep_valid(
     except (jsonschema.SchemaError, Unresolvable, re.error):
         return dict(base)
     return result
+
+
+def _says_name(text: str, name: str) -> bool:
+    """Whether `name` stands in `text` as a whole word (`add` is not in "padding")."""
+    return bool(name) and re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text) is not None
 
 
 def _name_stems(tool: Item) -> set[str]:
