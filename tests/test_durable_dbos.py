@@ -132,7 +132,7 @@ async def test_a_completed_run_id_returns_its_stored_result_without_sending(
 async def test_events_of_a_durable_run_are_those_of_an_in_process_run(durable: DBOSAgent) -> None:
     """A run that never crashed sends RunStarted, each call's start and end, and RunFinished."""
     hooks, events = recorder()
-    await durable.run("add", run_id="events", hooks=hooks)
+    await durable.run("add and keyed", run_id="events", hooks=hooks)
     kinds = [type(event).__name__ for event in events]
     assert kinds[0] == "RunStarted"
     assert kinds[-1] == "RunFinished"
@@ -196,7 +196,7 @@ async def test_a_resumed_run_sends_run_resumed_and_only_the_live_part(
     request is sent again. The worker's hooks see it: a recovered run has no caller."""
     hooks, events = recorder()
     async with agent_for(server) as agent, DBOSAgent(agent, database_url=sqlite_url, hooks=hooks) as durable:
-        first = await durable.run("add and echo", run_id="to-fork")
+        first = await durable.run("add and keyed", run_id="to-fork")
         requests, events[:] = len(server.requests), []
         handle = await dbos.DBOS.fork_workflow_async("to-fork", start_step=2)
         document = await handle.get_result(polling_interval_sec=0.05)

@@ -1,8 +1,9 @@
 """A deterministic stand-in for a model, speaking OpenAI's `POST /v1/responses`. It is not AI.
 
 For demos, offline development and tests of tools and agents: it answers from a `Policy` (a replayed
-script, or `AutoPolicy`, which calls every offered tool and reports the results), validates requests
-like the real API, supports `previous_response_id` and streaming, and injects faults on request.
+script, or `AutoPolicy`, which calls the tools the prompt names and reports the results), validates
+requests like the real API (`text.format` included), supports `previous_response_id` and streaming,
+and injects faults on request.
 
     with LocalModelServer(demo_script()) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="local")

@@ -30,7 +30,7 @@ from ._errors import Rejection, invalid_request
 from ._faults import Fault, FaultMix, FaultPlan, response_error, status_rejection
 from ._policy import Policy
 from ._request import Item, ResponseRequest
-from ._response import IdFactory, build_response, finish_output
+from ._response import IdFactory, build_response, finish_output, split_pauses
 from ._store import ResponseStore, StoredResponse
 from ._stream import MALFORMED_STREAM, sse_events
 from ._validation import parse_request
@@ -184,7 +184,7 @@ class ModelService:
         if fault.malformed:
             return _malformed(isinstance(body, dict) and body.get("stream") is True)
         parsed = parse_request(body, self._store.history)
-        answer = self._answer(parsed, fault)
+        answer, pauses = self._answer(parsed, fault)
         broken = fault.cut or (parsed.stream and fault.truncate)
         if answer["store"] and not broken:
             self._store.put(StoredResponse(answer, parsed.input))
@@ -194,7 +194,11 @@ class ModelService:
             return JSONResponse(answer)
         delay = self._stream_delay if fault.stream_delay is None else fault.stream_delay
         events = sse_events(
-            answer, item_delay=delay, truncate=fault.truncate or fault.cut, stall=fault.stall or 0.0
+            answer,
+            item_delay=delay,
+            item_delays=pauses if fault.stream_delay is None else (),
+            truncate=fault.truncate or fault.cut,
+            stall=fault.stall or 0.0,
         )
         if fault.cut:
             events = _then_drop(request, events)
@@ -236,13 +240,15 @@ class ModelService:
                 self._injected[str(fault)] += 1
         return fault
 
-    def _answer(self, request: ResponseRequest, fault: Fault) -> Item:
-        """The policy's reply as a complete `Response` body; a failing policy is a 500.
+    def _answer(self, request: ResponseRequest, fault: Fault) -> tuple[Item, list[float | None]]:
+        """The policy's reply as a complete `Response` body, and its items' own streaming pauses;
+        a failing policy is a 500.
 
         A `fail` or `incomplete` fault cuts the reply short after its first output item.
         """
         try:
-            output = finish_output(self._policy.respond(request), self._ids)
+            items, pauses = split_pauses(self._policy.respond(request))
+            output = finish_output(items, self._ids)
         except Exception as exc:
             raise Rejection(
                 500,
@@ -251,14 +257,15 @@ class ModelService:
             ) from exc
         response_id = self._ids.new("resp_")
         if fault.fail is None and fault.incomplete is None:
-            return build_response(request, output, response_id=response_id)
-        return build_response(
+            return build_response(request, output, response_id=response_id), pauses
+        cut = build_response(
             request,
             output[:1],
             response_id=response_id,
             error=None if fault.fail is None else response_error(fault.fail),
             incomplete_reason=fault.incomplete,
         )
+        return cut, pauses
 
 
 def _decode(raw: bytes) -> Any:

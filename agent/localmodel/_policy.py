@@ -2,7 +2,7 @@
 
 A `Policy` maps a validated request (the whole conversation) to the output items of the reply. The
 two shipped ones are deterministic: `ScriptPolicy` replays a transcript turn by turn, `AutoPolicy`
-(in `_auto.py`) calls every offered tool once and then reports what they returned.
+(in `_auto.py`) calls the tools the prompt names and then reports what they returned.
 """
 
 from __future__ import annotations
@@ -85,12 +85,16 @@ class ScriptPolicy:
         return filled
 
 
-def demo_script() -> ScriptPolicy:
-    """The API page's parallel tool scenario, for `agent serve-local` and the demo.
+def demo_script(*, call_delay: float | None = 0.0) -> ScriptPolicy:
+    """The parallel tool scenario of the ChainHub Responses API examples, for `agent demo`.
 
     Turn 1 calls `current_time`, `system_info`, `math_calculator` (123.5 + 456.7) and
     `random_generator` (3 numbers in 1..100) in parallel; turn 2 is a message quoting all four
     outputs. It is a fixed script, not AI.
+
+    `call_delay` is the streaming pause before each call after the first: 0 (the default) sends
+    the four calls back to back, so that the tools start together even on a server pacing its
+    stream for a person to watch; None leaves the pause to the server's `stream_delay`.
     """
     calls = [
         ("current_time", {}),
@@ -98,10 +102,12 @@ def demo_script() -> ScriptPolicy:
         ("math_calculator", {"a": 123.5, "b": 456.7, "operation": "add"}),
         ("random_generator", {"min": 1, "max": 100, "count": 3}),
     ]
-    first = [
+    first: list[Item] = [
         {"type": "function_call", "call_id": f"call_{name}", "name": name, "arguments": arguments}
         for name, arguments in calls
     ]
+    if call_delay is not None:
+        first = [first[0], *({**item, "stream_delay": call_delay} for item in first[1:])]
     answer = (
         "I ran the four tasks in parallel. Here are the results:\n"
         "1. Current system time: {{output:call_current_time.local_time}}"

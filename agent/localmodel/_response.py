@@ -18,7 +18,7 @@ from typing import Any
 
 from ._request import Item, ResponseRequest, item_type
 
-__all__ = ["IdFactory", "PolicyOutputError", "build_response", "finish_output"]
+__all__ = ["IdFactory", "PolicyOutputError", "build_response", "finish_output", "split_pauses"]
 
 _ALPHABET = string.ascii_letters + string.digits
 _HEX = "0123456789abcdef"
@@ -58,6 +58,25 @@ def _seeded_suffix(rng: random.Random, prefix: str, length: int) -> str:
     if prefix == "call_":
         return "".join(rng.choice(_ALPHABET) for _ in range(24))
     return "".join(rng.choice(_HEX) for _ in range(length))
+
+
+def split_pauses(items: Sequence[Item]) -> tuple[list[Item], list[float | None]]:
+    """The items without their `stream_delay` keys, and those pauses (None where not given).
+
+    A policy may set `"stream_delay": seconds` on an item: the pause before it when streamed,
+    instead of the server's `stream_delay` (`0` sends parallel calls back to back, as a model does).
+    """
+    plain: list[Item] = []
+    pauses: list[float | None] = []
+    for index, item in enumerate(items):
+        pause = item.get("stream_delay") if isinstance(item, dict) else None
+        if pause is not None and (isinstance(pause, bool) or not isinstance(pause, int | float) or pause < 0):
+            raise PolicyOutputError(f"output[{index}].stream_delay must be a number >= 0, got {pause!r}")
+        plain.append(
+            {k: v for k, v in item.items() if k != "stream_delay"} if isinstance(item, dict) else item
+        )
+        pauses.append(None if pause is None else float(pause))
+    return plain, pauses
 
 
 def finish_output(items: Sequence[Item], ids: IdFactory) -> list[Item]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 
@@ -35,10 +35,16 @@ _ARGUMENT_CHUNKS = 4
 
 
 async def sse_events(
-    response: Item, *, item_delay: float, truncate: bool, stall: float = 0.0
+    response: Item,
+    *,
+    item_delay: float,
+    truncate: bool,
+    stall: float = 0.0,
+    item_delays: Sequence[float | None] = (),
 ) -> AsyncIterator[str]:
     """The encoded events of a finished `response`, pausing `item_delay` seconds between items
-    (and a quarter of it between text deltas, so that an answer visibly streams).
+    (and a quarter of it between text deltas, so that an answer visibly streams). `item_delays[i]`,
+    when given and not None, is the pause before item `i` instead.
 
     With `truncate`, the stream ends after the first output item and never completes, as when a
     connection is cut mid-answer. With `stall`, it pauses that many seconds after the first item.
@@ -62,8 +68,10 @@ async def sse_events(
     yield encode({"type": "response.created", "response": pending})
     yield encode({"type": "response.in_progress", "response": pending})
     for index, item in enumerate(response["output"]):
-        if index and item_delay:
-            await anyio.sleep(item_delay)
+        own = item_delays[index] if index < len(item_delays) else None
+        pause = (item_delay if index else 0.0) if own is None else own
+        if pause:
+            await anyio.sleep(pause)
         for event in item_events(item, index):
             if item_delay and event["type"] == "response.output_text.delta":
                 await anyio.sleep(item_delay / 4)

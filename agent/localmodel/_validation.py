@@ -13,6 +13,7 @@ from typing import Any
 
 from ._errors import Rejection, invalid_request, json_type_name
 from ._request import Item, ResponseRequest, item_type
+from ._text_format import check_text
 from ._tool_schema import schema_problem
 
 __all__ = ["ConversationLookup", "parse_request"]
@@ -60,6 +61,8 @@ def parse_request(body: object, lookup: ConversationLookup) -> ResponseRequest:
     tools = tuple(_tool(raw, index) for index, raw in enumerate(_list(body, "tools")))
     for name in _OPTIONAL:
         _check_optional(body, name)
+    if isinstance(body.get("text"), dict):
+        check_text(body["text"])
     tool_choice = _tool_choice(body.get("tool_choice"), tools)
     conversation = (*_previous(body.get("previous_response_id"), lookup), *new_input)
     _check_call_pairs(conversation)
