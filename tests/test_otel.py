@@ -8,7 +8,8 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
-from typing import Any
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -340,3 +341,68 @@ def test_import_and_runs_work_without_opentelemetry() -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "hello [] False"), done.stderr
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m agent ...`` in a process of its own (a global tracer provider is set once)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        check=False,
+    )
+
+
+def test_cli_otel_prints_the_runs_spans_on_stderr() -> None:
+    """`agent demo --otel` with OTEL_TRACES_EXPORTER=console: every span as JSON on stderr."""
+    done = run_cli("demo", "--otel", "--no-stream", OTEL_TRACES_EXPORTER="console")
+    assert done.returncode == 0, done.stderr
+    names = sorted(line.split('"')[3] for line in done.stderr.splitlines() if line.startswith('    "name"'))
+    tools = ["current_time", "math_calculator", "random_generator", "system_info"]
+    assert names == sorted(["chat gpt-4.1"] * 2 + ["invoke_agent"] + [f"execute_tool {t}" for t in tools])
+    assert '"name"' not in done.stdout
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint on 127.0.0.1 that keeps the paths and bodies it was sent."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_cli_otel_exports_over_otlp_to_the_configured_endpoint() -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, `--otel` sends the spans there over OTLP/HTTP."""
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        done = run_cli("run", "hi", "--otel", "--no-stream", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    paths = {path for path, _ in _Collector.received}
+    assert paths == {"/v1/traces"}
+    assert b"invoke_agent" in b"".join(body for _, body in _Collector.received)
+
+
+def test_cli_otel_refuses_an_unknown_exporter_in_one_line() -> None:
+    """An OTEL_TRACES_EXPORTER this command cannot serve exits 2 with one line."""
+    done = run_cli("demo", "--otel", OTEL_TRACES_EXPORTER="zipkin")
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "zipkin" in done.stderr
