@@ -297,7 +297,7 @@ async def test_content_is_recorded_when_opted_in(
     assert (attributes["gen_ai.tool.call.arguments"], attributes["gen_ai.tool.call.result"]) == expected
 
 
-_WITHOUT_OPENTELEMETRY = textwrap.dedent(
+_BLOCK_OPENTELEMETRY = textwrap.dedent(
     """
     import sys
 
@@ -308,6 +308,11 @@ _WITHOUT_OPENTELEMETRY = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Block())
+    """
+)
+
+_RUN = textwrap.dedent(
+    """
     import httpx
     from agent import Agent
 
@@ -328,11 +333,11 @@ _WITHOUT_OPENTELEMETRY = textwrap.dedent(
 )
 
 
-def test_import_and_runs_work_without_opentelemetry() -> None:
-    """With OpenTelemetry not installed, `import agent` and a run work, and nothing is traced."""
+def run_without_opentelemetry(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a process where importing OpenTelemetry fails, as if it were not installed."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_OPENTELEMETRY],
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_OPENTELEMETRY + code],
         capture_output=True,
         text=True,
         timeout=60,
@@ -340,7 +345,21 @@ def test_import_and_runs_work_without_opentelemetry() -> None:
         env=env,
         check=False,
     )
+
+
+def test_import_and_runs_work_without_opentelemetry() -> None:
+    """With OpenTelemetry not installed, `import agent` and a run work, and nothing is traced."""
+    done = run_without_opentelemetry(_RUN)
     assert (done.returncode, done.stdout.strip()) == (0, "hello [] False"), done.stderr
+
+
+def test_cli_otel_without_the_extra_exits_2_saying_what_to_install() -> None:
+    """`agent demo --otel` without OpenTelemetry: exit 2, one line naming the extra."""
+    done = run_without_opentelemetry(
+        "from agent._cli import main; sys.argv = ['agent', 'demo', '--otel']; main()"
+    )
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr
+    assert "agent-runtime[otel]" in done.stderr
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
