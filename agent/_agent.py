@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import httpx
@@ -27,6 +27,7 @@ from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._logging import silent_logger
 from agent._loop import LoopSettings, Run, RunState
+from agent._otel import Tracing
 from agent._output import output_spec
 from agent._registry import ToolLike, ToolRegistry
 from agent._result import JSONObject, RunResult
@@ -36,6 +37,9 @@ from agent._settings import NO_SETTINGS, ModelSettings
 from agent._threads import LoopLocalLimiter
 from agent._urls import shown_url
 from agent._wire import input_items
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Agent"]
 
@@ -92,6 +96,11 @@ class Agent:
             the ``text.format`` JSON schema and parsed into ``result.output_parsed``.
         output_retries: Times an answer that does not fit ``output_type`` is sent back with
             what was wrong before :class:`OutputValidationError` (each costs a turn).
+        name: The agent's name in traces (``invoke_agent {name}`` spans, ``gen_ai.agent.name``).
+        trace_content: Record tool arguments and results on spans (they may hold personal
+            data); default ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``).
+        tracer_provider: Where spans go (needs the ``otel`` extra); default OpenTelemetry's
+            global provider, once the application imports ``opentelemetry.trace``.
     """
 
     def __init__(
@@ -126,6 +135,9 @@ class Agent:
         model_settings: ModelSettings | None = None,
         output_type: type[Any] | None = None,
         output_retries: int = 1,
+        name: str | None = None,
+        trace_content: bool | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
         _check_output_retries(output_retries)
@@ -179,6 +191,9 @@ class Agent:
         )
         self._client = self._new_client()
         self._closed = False
+        self._tracing = Tracing.for_agent(
+            name=name, model=model, base_url=self.base_url, content=trace_content, provider=tracer_provider
+        )
 
     @property
     def tools(self) -> ToolRegistry:
@@ -394,7 +409,7 @@ class Agent:
         log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
         try:
             await emit(RunStarted(run_id=run_id, model=self.model))
-            result = await run.turns_within(run_timeout)
+            result = await self._tracing.run(run_id, partial(run.turns_within, run_timeout))
             await emit(RunFinished(result))
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()

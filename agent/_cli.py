@@ -36,6 +36,7 @@ from agent._agent import DEFAULT_BASE_URL, Agent
 from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
+from agent._otel import export_traces
 from agent._registry import ToolRegistry
 from agent._result import RunResult
 from agent._retry import RetryPolicy
@@ -115,6 +116,9 @@ ModelOption = Annotated[str, typer.Option(help="Model name.")]
 InstructionsOption = Annotated[str | None, typer.Option(help="System instructions.")]
 MaxTurnsOption = Annotated[int, typer.Option(min=1, help="Model responses before giving up.")]
 MetadataOption = Annotated[list[str] | None, typer.Option(help="k=v request metadata, repeatable.")]
+OtelOption = Annotated[
+    bool, typer.Option("--otel", help="Export OpenTelemetry spans (OTEL_TRACES_EXPORTER=console|otlp).")
+]
 
 
 @app.command()
@@ -126,12 +130,14 @@ def demo(
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
+    otel: OtelOption = False,
 ) -> None:
     """Four builtin tools called in parallel, then the final answer.
 
     Runs on the embedded local model (not AI) unless --remote is given or OPENAI_BASE_URL is set;
     an exported OPENAI_API_KEY alone does not switch it.
     """
+    _export_traces(otel)
     registry = load_tools(["builtin"])
     output = _Output(json_output, stream, log_format, verbose)
     runner = _in_process(DEMO_PROMPT, stream=output.stream)
@@ -159,11 +165,13 @@ def run(
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
     verbose: VerboseOption = False,
+    otel: OtelOption = False,
 ) -> None:
     """One run with the builtin tools (or --tools); prints the final answer on stdout.
 
     With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database.
     """
+    _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
     if durable is None:
         if run_id is not None or enqueue:
@@ -516,6 +524,15 @@ def _durable_url(url: str | None) -> str:
     if not url:
         _fail("no database for durable runs: pass --durable URL or set AGENT_DURABLE_URL", code=2)
     return url
+
+
+def _export_traces(otel: bool) -> None:
+    """``--otel``: spans go where the OTEL_* variables say; a missing extra is one line, exit 2."""
+    if otel:
+        try:
+            export_traces()
+        except UsageError as exc:
+            _fail(str(exc), code=2)
 
 
 def _note(line: str, *, style: str | None = None) -> None:

@@ -27,6 +27,7 @@ from agent._errors import (
 )
 from agent._gate import RequestGate
 from agent._limits import DEFAULT_LIMITS, Limits
+from agent._otel import with_trace_context
 from agent._pool import KEEPALIVE_EXPIRY, PooledTransport, proxy_mounts, require_http2
 from agent._replies import json_body, raise_status_error, redirect_error, request_error
 from agent._result import JSONObject
@@ -276,7 +277,7 @@ class ResponsesClient:
     async def _exchange(self, body: JSONObject, read_stream: StreamRead | None) -> tuple[int, ModelResponse]:
         # Encoded here, not by httpx: model-written text may hold lone surrogates.
         content = encode_request(body)
-        headers = _JSON_HEADERS if read_stream is None else _SSE_HEADERS
+        headers = with_trace_context(_JSON_HEADERS if read_stream is None else _SSE_HEADERS)
         request = self._http.build_request(
             "POST", self.url, content=content, headers=headers, timeout=self._timeout
         )

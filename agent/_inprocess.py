@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -13,6 +14,7 @@ from agent._events import Emit, StreamRestarted
 from agent._execution import ExecutionSettings, ToolEnvironment, run_tool
 from agent._http import ResponsesClient, StreamRead
 from agent._limits import DEFAULT_LIMITS, Limits
+from agent._otel import current_trace
 from agent._stream import StreamReader
 from agent._wire import FunctionCall, ModelResponse
 
@@ -44,6 +46,12 @@ class InProcessEngine:
         return cls(client, environment, emit, log, execution.limits)
 
     async def request_model(self, request: ModelRequest, live: LiveTurn | None = None) -> ModelResponse:
+        trace = current_trace()
+        if trace is not None:
+            return await trace.chat(request.body, partial(self._request_model, request, live))
+        return await self._request_model(request, live)
+
+    async def _request_model(self, request: ModelRequest, live: LiveTurn | None) -> ModelResponse:
         read = self._stream_reader(request.turn, live) if request.body.get("stream") else None
         return await self.client.create(
             request.body,
@@ -54,7 +62,10 @@ class InProcessEngine:
             follow_up=request.turn > 1,  # a started run's requests go first
         )
 
-    def call_tool(self, request: ToolRequest) -> Coroutine[Any, Any, ToolOutcome]:
+    def call_tool(self, request: ToolRequest) -> Awaitable[ToolOutcome]:
+        trace = current_trace()
+        if trace is not None:
+            return trace.tool(request, partial(run_tool, request, self.tools))
         return run_tool(request, self.tools)
 
     def _stream_reader(self, turn: int, live: LiveTurn | None) -> StreamRead:
