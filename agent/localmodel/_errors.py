@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-__all__ = ["Rejection", "invalid_request", "json_type_name"]
+__all__ = ["Rejection", "invalid_request", "invalid_type", "json_type_name", "missing_parameter"]
 
 _JSON_TYPE_NAMES: tuple[tuple[type, str], ...] = (
     (bool, "a boolean"),
@@ -69,3 +69,19 @@ def json_type_name(value: object) -> str:
         return "null"
     # bool before int: in Python a bool is an int, in JSON it is not.
     return next((name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), "an object")
+
+
+def missing_parameter(param: str) -> Rejection:
+    """The API's 400 for a required parameter left out."""
+    return invalid_request(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
+
+
+def invalid_type(param: str, expected: str, value: object) -> Rejection:
+    """The API's 400 for a parameter of the wrong JSON type."""
+    return invalid_request(
+        f"Invalid type for '{param}': expected {expected}, but got {json_type_name(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ._errors import Rejection, invalid_request, json_type_name
+from ._errors import invalid_request, invalid_type, missing_parameter
 from ._request import Item, ResponseRequest, item_text, item_type
 from ._schema_values import instance
 from ._tool_schema import schema_problem
@@ -39,10 +39,10 @@ def check_text(text: Mapping[str, Any]) -> None:
     if form is None:
         return
     if not isinstance(form, dict):
-        raise _invalid_type("text.format", "an object", form)
+        raise invalid_type("text.format", "an object", form)
     kind = form.get("type")
     if kind is None:
-        raise _missing("text.format.type")
+        raise missing_parameter("text.format.type")
     if kind not in _FORMATS:
         raise invalid_request(
             f"Invalid value: '{kind}'. Supported values are: 'text', 'json_object', and 'json_schema'.",
@@ -122,9 +122,9 @@ def _name_of(request: ResponseRequest, call_id: str) -> str:
 def _check_json_schema(form: Item) -> None:
     name = form.get("name")
     if name is None:
-        raise _missing("text.format.name")
+        raise missing_parameter("text.format.name")
     if not isinstance(name, str):
-        raise _invalid_type("text.format.name", "a string", name)
+        raise invalid_type("text.format.name", "a string", name)
     if len(name) > 64:
         raise invalid_request(
             "Invalid 'text.format.name': string too long. Expected a string with maximum length 64, "
@@ -141,12 +141,12 @@ def _check_json_schema(form: Item) -> None:
         )
     for key, kind, expected in (("strict", bool, "a boolean"), ("description", str, "a string")):
         if form.get(key) is not None and not isinstance(form[key], kind):
-            raise _invalid_type(f"text.format.{key}", expected, form[key])
+            raise invalid_type(f"text.format.{key}", expected, form[key])
     schema = form.get("schema")
     if schema is None:
-        raise _missing("text.format.schema")
+        raise missing_parameter("text.format.schema")
     if not isinstance(schema, dict):
-        raise _invalid_type("text.format.schema", "an object", schema)
+        raise invalid_type("text.format.schema", "an object", schema)
     problem = schema_problem(schema, strict=form.get("strict") is True)
     if problem is not None:
         raise invalid_request(
@@ -154,17 +154,3 @@ def _check_json_schema(form: Item) -> None:
             param="text.format.schema",
             code="invalid_json_schema",
         )
-
-
-def _missing(param: str) -> Rejection:
-    return invalid_request(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def _invalid_type(param: str, expected: str, value: object) -> Rejection:
-    return invalid_request(
-        f"Invalid type for '{param}': expected {expected}, but got {json_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import Rejection, invalid_request, json_type_name
+from ._errors import invalid_request, invalid_type, missing_parameter
 from ._request import Item, ResponseRequest, item_type
 from ._text_format import check_text
 from ._tool_schema import schema_problem
@@ -55,7 +55,7 @@ def parse_request(body: object, lookup: ConversationLookup) -> ResponseRequest:
     Raises `Rejection` (HTTP 400) on the first problem found, as the real API does.
     """
     if not isinstance(body, dict):
-        raise _invalid_type("body", "an object", body)
+        raise invalid_type("body", "an object", body)
     model = _model(body)
     new_input = _input(body)
     tools = tuple(_tool(raw, index) for index, raw in enumerate(_list(body, "tools")))
@@ -83,7 +83,7 @@ def parse_request(body: object, lookup: ConversationLookup) -> ResponseRequest:
 def _model(body: dict[str, Any]) -> str:
     model = _required(body, "model", "model")
     if not isinstance(model, str):
-        raise _invalid_type("model", "a string", model)
+        raise invalid_type("model", "a string", model)
     if not model.strip():
         raise invalid_request(
             "Invalid 'model': empty string. Expected a string with minimum length 1, "
@@ -99,14 +99,14 @@ def _input(body: dict[str, Any]) -> list[Item]:
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": value}]
     if not isinstance(value, list):
-        raise _invalid_type("input", "one of a string or array of input items", value)
+        raise invalid_type("input", "one of a string or array of input items", value)
     return [_input_item(raw, index) for index, raw in enumerate(value)]
 
 
 def _input_item(raw: object, index: int) -> Item:
     param = f"input[{index}]"
     if not isinstance(raw, dict):
-        raise _invalid_type(param, "an input item object", raw)
+        raise invalid_type(param, "an input item object", raw)
     item = dict(raw)
     kind = item_type(item)
     if kind == "message":
@@ -118,9 +118,9 @@ def _input_item(raw: object, index: int) -> Item:
     elif kind == "function_call_output":
         _required_string(item, "call_id", f"{param}.call_id")
         if not isinstance(_required(item, "output", f"{param}.output"), str | list):
-            raise _invalid_type(f"{param}.output", "a string or an array", item["output"])
+            raise invalid_type(f"{param}.output", "a string or an array", item["output"])
     elif not kind:
-        raise _missing(f"{param}.type")
+        raise missing_parameter(f"{param}.type")
     return item
 
 
@@ -133,13 +133,13 @@ def _check_message(item: Item, param: str) -> None:
             code="invalid_value",
         )
     if not isinstance(_required(item, "content", f"{param}.content"), str | list):
-        raise _invalid_type(f"{param}.content", "a string or an array", item["content"])
+        raise invalid_type(f"{param}.content", "a string or an array", item["content"])
 
 
 def _tool(raw: object, index: int) -> Item:
     param = f"tools[{index}]"
     if not isinstance(raw, dict):
-        raise _invalid_type(param, "an object", raw)
+        raise invalid_type(param, "an object", raw)
     kind = _required(raw, "type", f"{param}.type")
     if kind != "function":
         raise invalid_request(
@@ -151,10 +151,10 @@ def _tool(raw: object, index: int) -> Item:
     _check_tool_name(name, f"{param}.name")
     for key, kinds, expected in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if raw.get(key) is not None and not isinstance(raw[key], kinds):
-            raise _invalid_type(f"{param}.{key}", expected, raw[key])
+            raise invalid_type(f"{param}.{key}", expected, raw[key])
     # Required, but may be null (a tool without arguments), as in openai's `FunctionToolParam`.
     if "parameters" not in raw:
-        raise _missing(f"{param}.parameters")
+        raise missing_parameter(f"{param}.parameters")
     _check_parameters(name, raw["parameters"], param, strict=raw.get("strict") is True)
     return dict(raw)
 
@@ -174,7 +174,7 @@ def _check_parameters(name: str, schema: object, param: str, *, strict: bool) ->
     if schema is None:
         return
     if not isinstance(schema, dict):
-        raise _invalid_type(f"{param}.parameters", "an object", schema)
+        raise invalid_type(f"{param}.parameters", "an object", schema)
     problem = schema_problem(schema, strict=strict)
     if problem is not None:
         raise invalid_request(
@@ -191,7 +191,7 @@ def _check_optional(body: dict[str, Any], name: str) -> None:
     kinds, expected = _OPTIONAL[name]
     # A JSON boolean is no number, though a Python bool is an int.
     if isinstance(value, bool) != (bool in kinds) or not isinstance(value, kinds):
-        raise _invalid_type(name, expected, value)
+        raise invalid_type(name, expected, value)
     if isinstance(value, int | float) and name in _RANGES:
         _check_range(name, value)
     if isinstance(value, dict) and name == "metadata":
@@ -234,7 +234,7 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
                 code="string_above_max_length",
             )
         if not isinstance(value, str):
-            raise _invalid_type(f"metadata.{key}", "a string", value)
+            raise invalid_type(f"metadata.{key}", "a string", value)
         _check_length(value, value_length, f"metadata.{key}")
 
 
@@ -266,7 +266,7 @@ def _tool_choice(value: object, tools: Sequence[Item]) -> str | Item:
     if isinstance(value, dict) and value.get("type") == "allowed_tools":
         return _allowed_tools(value)
     if not isinstance(value, dict) or value.get("type") != "function":
-        raise _invalid_type("tool_choice", "a string or a function tool choice", value)
+        raise invalid_type("tool_choice", "a string or a function tool choice", value)
     if value.get("name") not in {tool["name"] for tool in tools}:
         raise invalid_request("Tool choice 'function' not found in 'tools' parameter.", param="tool_choice")
     return dict(value)
@@ -283,10 +283,10 @@ def _allowed_tools(choice: Item) -> Item:
         )
     tools = _required(choice, "tools", "tool_choice.tools")
     if not isinstance(tools, list):
-        raise _invalid_type("tool_choice.tools", "an array", tools)
+        raise invalid_type("tool_choice.tools", "an array", tools)
     for index, tool in enumerate(tools):
         if not isinstance(tool, dict):
-            raise _invalid_type(f"tool_choice.tools[{index}]", "an object", tool)
+            raise invalid_type(f"tool_choice.tools[{index}]", "an object", tool)
         _required(tool, "type", f"tool_choice.tools[{index}].type")
     return dict(choice)
 
@@ -334,32 +334,18 @@ def _list(body: dict[str, Any], name: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid_type(name, "an array", value)
+        raise invalid_type(name, "an array", value)
     return value
 
 
 def _required(mapping: dict[str, Any], key: str, param: str) -> Any:
     if mapping.get(key) is None:
-        raise _missing(param)
+        raise missing_parameter(param)
     return mapping[key]
 
 
 def _required_string(mapping: dict[str, Any], key: str, param: str) -> str:
     value = _required(mapping, key, param)
     if not isinstance(value, str):
-        raise _invalid_type(param, "a string", value)
+        raise invalid_type(param, "a string", value)
     return value
-
-
-def _missing(param: str) -> Rejection:
-    return invalid_request(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def _invalid_type(param: str, expected: str, value: object) -> Rejection:
-    return invalid_request(
-        f"Invalid type for '{param}': expected {expected}, but got {json_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
