@@ -361,33 +361,20 @@ class Agent:
         async with self._admission.get() if self._admission else contextlib.nullcontext():
             self._check_open()
             seconds = self.settings.run_timeout if run_timeout is None else run_timeout
-            return await self._admitted_run(client, settings, input, deps, emit, stream, seconds, run_id)
-
-    async def _admitted_run(
-        self,
-        client: ResponsesClient,
-        settings: LoopSettings,
-        input: str | Sequence[JSONObject],
-        deps: Any,
-        emit: Emit,
-        stream: bool,
-        run_timeout: float | None,
-        run_id: str | None,
-    ) -> RunResult:
-        run_id = run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
-        log = self._log.bind(run_id=run_id)
-        execution = self.settings.execution
-        engine = InProcessEngine.for_run(client, execution, run_id=run_id, deps=deps, emit=emit, log=log)
-        return await self._run_on(
-            engine,
-            input,
-            run_id=run_id,
-            emit=emit,
-            log=log,
-            stream=stream,
-            run_timeout=run_timeout,
-            settings=settings,
-        )
+            run_id = run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
+            log = self._log.bind(run_id=run_id)
+            execution = self.settings.execution
+            engine = InProcessEngine.for_run(client, execution, run_id=run_id, deps=deps, emit=emit, log=log)
+            return await self._run_on(
+                engine,
+                input,
+                run_id=run_id,
+                emit=emit,
+                log=log,
+                stream=stream,
+                run_timeout=seconds,
+                settings=settings,
+            )
 
     async def _run_on(
         self,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
@@ -49,16 +50,7 @@ from agent._agent import Agent
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
 from agent._errors import AgentError, RunError, UsageError
 from agent._events import (
-    Emit,
     Hooks,
-    ModelResponded,
-    RunEvent,
-    RunFinished,
-    RunResumed,
-    RunStarted,
-    ToolCallFinished,
-    ToolCallStarted,
-    TurnFinished,
     dispatch_to_hooks,
 )
 from agent._inprocess import InProcessEngine
@@ -66,6 +58,7 @@ from agent._limits import Limits
 from agent._result import JSONObject, RunResult
 from agent._wire import ModelResponse, input_items
 from agent.durable._json import error_from_json, error_to_json, result_from_json, result_to_json
+from agent.durable._replay import ReplayGate
 from agent.durable._sweeper import Sweeper
 
 __all__ = ["DEFAULT_NAME", "DBOSAgent", "DBOSRuns", "RunInfo"]
@@ -123,92 +116,12 @@ _workflow = DBOS.workflow(name=WORKFLOW)(_run_workflow)
 # ---------------------------------------------------------------- one run's engine
 
 
-@dataclass(slots=True)
-class _ReplayGate:
-    """What a resumed run's consumers see: the live part only, after one :class:`RunResumed`.
-
-    A step's events wait until the step's fate is known: a step whose body runs is live (its
-    ``ToolCallStarted`` goes out as the body begins); a step answered from its checkpoint was
-    done before the crash, and its events were sent then.
-    """
-
-    emit_to: Emit
-    run_id: str
-    model: str
-    done: tuple[int, int] = (0, 0)
-    """Model requests and tool calls checkpointed before this execution began."""
-    _start: RunStarted | None = None
-    _held: dict[tuple[int, str], ToolCallStarted] = field(default_factory=dict)
-    _live_turns: set[int] = field(default_factory=set)
-    _live_calls: set[tuple[int, str]] = field(default_factory=set)
-    _replayed_turns: set[int] = field(default_factory=set)
-    _replayed_calls: set[tuple[int, str]] = field(default_factory=set)
-
-    async def emit(self, event: RunEvent) -> None:
-        if isinstance(event, RunStarted):
-            self._start = event
-            return
-        if isinstance(event, ToolCallStarted):
-            self._held[(event.turn, event.call_id)] = event
-            return
-        if self._replayed(event):
-            return
-        if isinstance(event, ToolCallFinished):  # a call that ended without its step's body
-            await self._release((event.record.turn, event.record.call_id))
-        if isinstance(event, RunFinished):
-            await self._begin()
-        await self.emit_to(event)
-
-    def _replayed(self, event: RunEvent) -> bool:
-        if isinstance(event, ToolCallFinished):
-            return (event.record.turn, event.record.call_id) in self._replayed_calls
-        if isinstance(event, ModelResponded):
-            return event.turn in self._replayed_turns
-        if isinstance(event, TurnFinished):
-            live_call = any(turn == event.turn for turn, _ in self._live_calls)
-            return event.turn in self._replayed_turns and not live_call
-        return False
-
-    async def live_model(self, turn: int) -> None:
-        await self._begin()
-        self._live_turns.add(turn)
-
-    async def live_call(self, turn: int, call_id: str) -> None:
-        await self._begin()
-        self._live_calls.add((turn, call_id))
-        await self._release((turn, call_id))
-
-    def model_done(self, turn: int) -> None:
-        if turn not in self._live_turns:
-            self._replayed_turns.add(turn)
-
-    def call_done(self, turn: int, call_id: str) -> None:
-        if (turn, call_id) not in self._live_calls:
-            self._replayed_calls.add((turn, call_id))
-            self._held.pop((turn, call_id), None)
-
-    async def _release(self, key: tuple[int, str]) -> None:
-        started = self._held.pop(key, None)
-        if started is not None:
-            await self.emit_to(started)
-
-    async def _begin(self) -> None:
-        """Send the run's first event: RunStarted, or RunResumed if steps were replayed."""
-        start, self._start = self._start, None
-        if start is None:
-            return
-        if any(self.done):
-            await self.emit_to(RunResumed(self.run_id, self.model, *self.done))
-        else:
-            await self.emit_to(start)
-
-
 @dataclass(frozen=True, slots=True)
 class _DBOSEngine:
     """The engine boundary's two operations as DBOS steps around the in-process engine."""
 
     inner: InProcessEngine
-    gate: _ReplayGate
+    gate: ReplayGate
     limits: Limits
 
     async def request_model(self, request: ModelRequest, live: LiveTurn | None = None) -> ModelResponse:
@@ -449,7 +362,7 @@ class DBOSAgent:
         agent = self.agent
         hooks = _CALLER_HOOKS.get() or self._hooks
         done = await anyio.to_thread.run_sync(_checkpointed, run_id)
-        gate = _ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model, done)
+        gate = ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model, done)
         log = agent._log.bind(run_id=run_id, executor_id=self.executor_id)
         deps = self._deps() if self._deps is not None else None
         execution = agent.settings.execution
@@ -574,21 +487,15 @@ class DBOSRuns:
         if status.status == "SUCCESS" and document is not None:
             return _finished_info(info, document)
         if status.error is not None:
-            return _replace(info, status="failed", error=str(status.error))
+            return dataclasses.replace(info, status="failed", error=str(status.error))
         return info
 
 
 def _finished_info(info: RunInfo, document: JSONObject) -> RunInfo:
     if "error" in document:
-        return _replace(info, status="failed", error=str(error_from_json(document["error"])))
+        return dataclasses.replace(info, status="failed", error=str(error_from_json(document["error"])))
     result = document["result"]
-    return _replace(info, status=result["status"], output=result["output"])
-
-
-def _replace(info: RunInfo, **changes: Any) -> RunInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)
+    return dataclasses.replace(info, status=result["status"], output=result["output"])
 
 
 # ---------------------------------------------------------------- shared
