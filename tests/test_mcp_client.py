@@ -7,16 +7,21 @@ test_mcp_acceptance.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import mcp_types as types
 import psutil
 import pytest
+import uvicorn
 from mcp.client._memory import InMemoryTransport
 from mcp.server import Server, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
@@ -375,6 +380,54 @@ def test_impossible_settings_are_usage_errors(make: Any, message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:
         make()
     assert "pw" not in str(caught.value)
+
+
+async def test_mcp_http_sends_its_headers_over_a_real_socket() -> None:
+    """Over streamable HTTP on 127.0.0.1: tools listed and called, every request with the headers."""
+    seen: list[dict[bytes, bytes]] = []
+
+    def recording_app() -> Any:
+        app = weather_server().streamable_http_app()  # made in the server's thread, on its loop
+
+        async def recording(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append(dict(scope["headers"]))
+            await app(scope, receive, send)
+
+        return recording
+
+    with _served(recording_app) as url:
+        source = mcp_http(url, headers={"Authorization": "Bearer sk-mcp-secret"}, prefix="wx")
+        call = function_call("wx_forecast", {"city": "Lima"})
+        agent, _ = scripted_agent([response(call), response(message("ok"))], tools=[source])
+        async with agent:
+            record = (await agent.run("go")).tool_calls[0]
+        assert "sk-mcp-secret" not in repr(source)
+    assert record.output == "Lima: sunny for 1 day(s)"
+    assert seen
+    assert all(headers.get(b"authorization") == b"Bearer sk-mcp-secret" for headers in seen)
+
+
+@contextlib.contextmanager
+def _served(app_factory: Any) -> Iterator[str]:
+    """The app ``app_factory`` makes, served by uvicorn on a free 127.0.0.1 port in a thread."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app_factory, factory=True, lifespan="on", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the MCP HTTP server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
 
 
 async def _wait_until(condition: Any, seconds: float = 10.0) -> None:
