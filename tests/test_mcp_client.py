@@ -25,6 +25,7 @@ import uvicorn
 from mcp.client._memory import InMemoryTransport
 from mcp.server import Server, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 
 from agent import (
     ToolDefinitionError,
@@ -174,6 +175,35 @@ async def test_invalid_arguments_are_refused_before_the_server_is_called() -> No
     async with agent:
         record = (await agent.run("go")).tool_calls[0]
     assert (record.kind, calls) == ("invalid_arguments", [])
+
+
+@pytest.mark.parametrize(("code", "new_session"), [(-32600, True), (-32603, True), (-32602, False)])
+async def test_after_a_protocol_error_the_next_call_opens_a_new_session_unless_it_was_an_answer(
+    code: int, new_session: bool
+) -> None:
+    """ "Session terminated" (a restarted HTTP server) or a crash: a new session; invalid params: the same."""
+    failures = [code]
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[types.Tool(name="flaky", input_schema={"type": "object"})])
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        if failures:
+            raise MCPError(failures.pop(), "Session terminated")
+        return types.CallToolResult(content=[types.TextContent(text="fine")])
+
+    source = memory_source(Server("flaky", on_list_tools=list_tools, on_call_tool=call_tool))
+    calls = [response(function_call("flaky")), response(function_call("flaky")), response(message("ok"))]
+    agent, _ = scripted_agent(calls, tools=[source])
+    async with agent:
+        await source.list_tools()
+        first = source._connection
+        records = (await agent.run("go")).tool_calls
+        assert (source._connection is not first) is new_session
+    assert [r.kind for r in records] == ["tool_error", "ok"]
+    assert "refused the call: Session terminated" in records[0].output
 
 
 async def test_a_clash_between_sources_is_a_tool_definition_error_naming_both() -> None:

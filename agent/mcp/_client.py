@@ -23,7 +23,7 @@ from mcp.client._transport import Transport, TransportStreams
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND
 from structlog.typing import FilteringBoundLogger
 
 from agent._errors import ToolDefinitionError, ToolError, ToolSourceError, UsageError
@@ -39,6 +39,10 @@ __all__ = ["MCPTool", "MCPTools", "mcp_http", "mcp_stdio"]
 
 _MAX_PAGES = 100
 """Pages of ``tools/list`` read at most: a server whose cursor never ends cannot hang a run."""
+
+_ANSWERS = frozenset({INVALID_PARAMS, METHOD_NOT_FOUND})
+"""JSON-RPC errors that are the server's answer to the call itself. After any other error (a
+lost HTTP session, a crashed handler, a proxy's 502) the next call opens a new session."""
 
 _NOT_A_NAME_CHARACTER = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -123,6 +127,8 @@ class MCPTools(ToolSource):
                 connection.lost()
                 message = f"the MCP server {self.name} went away during the call ({exc.message})"
                 raise ToolError(message) from None
+            if exc.code not in _ANSWERS:
+                connection.lost()  # e.g. "Session terminated": the server restarted and forgot us
             raise ToolError(f"the MCP server {self.name} refused the call: {exc.message}") from None
         except pydantic.ValidationError:
             raise ToolError(f"the MCP server {self.name} sent a result that breaks the protocol") from None
