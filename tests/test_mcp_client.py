@@ -28,6 +28,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 
 from agent import (
+    Agent,
     ToolDefinitionError,
     ToolProgress,
     ToolRegistry,
@@ -478,3 +479,19 @@ def test_children_helper_sees_a_child() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # DBOS runs on asyncio only
+async def test_a_durable_dbos_run_calls_an_mcp_servers_tool(anyio_backend: str, tmp_path: Any) -> None:
+    """A DBOSAgent's run uses its agent's MCP tools like an in-process run (each call a step)."""
+    from agent.durable.dbos import DBOSAgent
+    from agent.localmodel import AutoPolicy, LocalModelServer
+
+    source = memory_source(weather_server())
+    with LocalModelServer(AutoPolicy()) as server:
+        agent = Agent("local", tools=[source], base_url=server.base_url, api_key="local-key")
+        url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
+        async with agent, DBOSAgent(agent, database_url=url) as durable:
+            result = await durable.run("What is the forecast for Oslo?", run_id="mcp-durable")
+    assert [(c.name, c.kind) for c in result.tool_calls] == [("forecast", "ok")]
+    assert "sunny" in result.tool_calls[0].output
