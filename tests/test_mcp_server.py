@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +312,25 @@ async def test_max_concurrency_bounds_the_calls_running_at_once() -> None:
     assert peak == 2
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_server_runs_under_trio(anyio_backend: str) -> None:
+    """Under trio too: an async tool's result, a sync tool's error, and a cancelled call's tool cancelled."""
+    started, ended = anyio.Event(), list[str]()
+    tools = ToolRegistry([TEST_TOOLS, blocking_tool(started, ended)])
+    async with mcp.Client(mcp_server(tools), mode="legacy") as client:
+        assert text_of(await client.call_tool("echo", {"text": "trio"})) == "trio"
+        assert "ValueError" in text_of(await client.call_tool("leaky", {}))
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(client.call_tool, "block", {})
+                await started.wait()
+                tasks.cancel_scope.cancel()
+            while not ended:
+                await anyio.sleep(0.01)
+    assert ended == ["cancelled"]
+
+
 def test_bad_limits_are_refused() -> None:
     """``max_concurrency`` and ``max_threads`` must be at least 1."""
     with pytest.raises(agent.UsageError):
@@ -326,9 +345,9 @@ def test_the_package_exports_the_server_names() -> None:
 # --- serve_mcp in this process ------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_serve_mcp_over_http_serves_until_cancelled() -> None:
-    """``serve_mcp(transport="http", port=0)`` announces its URL, serves, and stops when cancelled."""
+@asynccontextmanager
+async def serving_http(tools: ToolRegistry) -> AsyncIterator[str]:
+    """``serve_mcp`` over HTTP on a free port in this process, its URL yielded; cancelled at the end."""
     ready: list[str] = []
     announced = anyio.Event()
 
@@ -338,14 +357,30 @@ async def test_serve_mcp_over_http_serves_until_cancelled() -> None:
 
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(lambda: serve_mcp(TEST_TOOLS, transport="http", port=0, on_ready=on_ready))
+            tasks.start_soon(lambda: serve_mcp(tools, transport="http", port=0, on_ready=on_ready))
             await announced.wait()
-            async with mcp.Client(ready[0], mode="legacy") as client:
-                assert text_of(await client.call_tool("echo", {"text": "hi"})) == "hi"
+            yield ready[0]
             tasks.cancel_scope.cancel()
-    port = int(ready[0].rsplit(":", 1)[1].split("/")[0])
+
+
+@pytest.mark.asyncio
+async def test_serve_mcp_over_http_serves_until_cancelled() -> None:
+    """``serve_mcp(transport="http", port=0)`` announces its URL, serves, frees the port when cancelled."""
+    async with serving_http(TEST_TOOLS) as url, mcp.Client(url, mode="legacy") as client:
+        assert text_of(await client.call_tool("echo", {"text": "hi"})) == "hi"
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+@pytest.mark.asyncio
+async def test_the_run_id_over_http_is_the_mcp_session_id() -> None:
+    """With an MCP session (streamable HTTP, handshake era) every call of the client has its id as run id."""
+    async with serving_http(TEST_TOOLS) as url, mcp.Client(url, mode="legacy") as client:
+        first = json.loads(text_of(await client.call_tool("who_am_i", {})))
+        second = json.loads(text_of(await client.call_tool("who_am_i", {})))
+    assert first["run_id"] == second["run_id"]
+    assert not first["run_id"].startswith("mcp-")
 
 
 @pytest.mark.asyncio
