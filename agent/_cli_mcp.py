@@ -86,8 +86,9 @@ def serve_mcp_command(load_tools: LoadTools) -> Callable[..., None]:
         }
         try:
             stopped_by = anyio.run(_serve_until_signal, partial(serve, registry, **options))
-        except OSError as exc:  # the bind, before anything is served
-            _fail(f"cannot serve on {host} port {port}: {exc.strerror or exc}", code=2)
+        except OSError as exc:  # before anything is served: the port, or no stdin to read
+            where = f"on {host} port {port}" if transport == "http" else "over stdio"
+            _fail(f"cannot serve {where}: {exc.strerror or exc}", code=2)
         except UsageError as exc:
             _fail(str(exc), code=2)
         if stopped_by is not None:
@@ -97,18 +98,28 @@ def serve_mcp_command(load_tools: LoadTools) -> Callable[..., None]:
 
 
 async def _serve_until_signal(serve: Callable[[], Awaitable[None]]) -> str | None:
-    """Serve until SIGINT or SIGTERM (its name is returned) or the client's end of stdin (``None``)."""
+    """Serve until SIGINT or SIGTERM (its name is returned) or the client's end of stdin (``None``).
+
+    A caller's mistake found before serving (a taken port, no stdin) is raised as it is, not
+    wrapped in the task group's exception group.
+    """
+    mistakes: list[OSError | UsageError] = []
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tasks:
 
             async def serve_then_stop() -> None:
-                await serve()
+                try:
+                    await serve()
+                except (OSError, UsageError) as exc:
+                    mistakes.append(exc)
                 tasks.cancel_scope.cancel()
 
             tasks.start_soon(serve_then_stop)
             async for signum in signals:
                 tasks.cancel_scope.cancel()
                 return signal.Signals(signum).name
+    if mistakes:
+        raise mistakes[0]
     return None
 
 

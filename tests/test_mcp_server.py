@@ -430,6 +430,17 @@ def test_serve_mcp_bad_options_are_one_line_and_exit_2(args: list[str], mentions
     assert mentions in line
 
 
+def test_serve_mcp_on_a_taken_port_is_one_line_and_exit_2() -> None:
+    """``agent serve-mcp --transport http`` on a port in use says so in one line, exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli.app, ["serve-mcp", "--transport", "http", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: cannot serve on 127.0.0.1 port {port}: Address already in use"
+
+
 def serve_mcp_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent", "serve-mcp", *args]
 
