@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal, TypeGuard
@@ -176,7 +176,7 @@ def _run_id(ctx: ServerRequestContext[Any]) -> str:
     return str(session) if session else f"mcp-{uuid.uuid4().hex}"
 
 
-ReportProgress = Callable[[float, float | None, str | None], Any]
+ReportProgress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class _Progress:
