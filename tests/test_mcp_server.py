@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import mcp
 import mcp_types
 import psutil
@@ -265,6 +267,26 @@ async def test_reports_are_progress_notifications(mode: str) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_sync_tool_reports_progress_from_its_thread() -> None:
+    """``ctx.report_from_thread`` in a sync tool reaches the client as progress too."""
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    @tool
+    def counts(ctx: ToolContext[Any]) -> str:
+        """Report twice from a worker thread."""
+        ctx.report_from_thread("one")
+        ctx.report_from_thread("two")
+        return "counted"
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with mcp.Client(mcp_server([counts]), mode="legacy") as client:
+        result = await client.call_tool("counts", {}, progress_callback=on_progress)
+    assert (text_of(result), seen) == ("counted", [(1.0, None, "one"), (2.0, None, "two")])
+
+
+@pytest.mark.asyncio
 async def test_reports_without_a_progress_token_are_dropped() -> None:
     """A client that did not ask for progress gets none, and the tool runs as usual."""
     async with mcp.Client(mcp_server(TEST_TOOLS), mode="legacy") as client:
@@ -286,6 +308,27 @@ async def test_a_cancelled_call_cancels_the_running_tool(mode: str) -> None:
                 await anyio.sleep(0.01)
         assert ended == ["cancelled"]
         assert text_of(await client.call_tool("echo", {"text": "still up"})) == "still up"
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_call_tells_a_sync_tool_to_stop() -> None:
+    """A sync tool cannot be interrupted: a cancelled call turns its ``ctx.cancelled`` true."""
+    started, stopped = threading.Event(), threading.Event()
+
+    @tool
+    def patient(ctx: ToolContext[Any]) -> str:
+        """Work until told to stop."""
+        started.set()
+        if ctx.cancel_event.wait(STOP_TIMEOUT):
+            stopped.set()
+        return "stopped"
+
+    async with mcp.Client(mcp_server([patient]), mode="legacy") as client:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(client.call_tool, "patient", {})
+            await anyio.to_thread.run_sync(started.wait, STOP_TIMEOUT)
+            tasks.cancel_scope.cancel()
+        assert await anyio.to_thread.run_sync(stopped.wait, STOP_TIMEOUT)
 
 
 @pytest.mark.asyncio
