@@ -33,6 +33,7 @@ from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from agent._agent import DEFAULT_BASE_URL, Agent
+from agent._cli_mcp import serve_mcp_command
 from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
@@ -596,6 +597,9 @@ def _error_document(exc: AgentError, sent: int = 0) -> dict[str, Any]:
 def _fail(message: str, *, code: int) -> NoReturn:
     stderr.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+app.command("serve-mcp")(serve_mcp_command(load_tools))
 
 
 def main() -> None:
