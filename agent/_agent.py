@@ -113,6 +113,8 @@ class Agent:
             data); default ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``).
         tracer_provider: Where spans go (needs the ``otel`` extra); default OpenTelemetry's
             global provider, once the application imports ``opentelemetry.trace``.
+        state_key: A secret sealing paused runs' states (HMAC-SHA256): :meth:`resume` refuses a
+            state changed by anyone without it (default: a plain SHA-256 digest).
     """
 
     def __init__(
