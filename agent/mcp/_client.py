@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND
 from structlog.typing import FilteringBoundLogger
 
+from agent._approvals import NeedsApproval
 from agent._errors import ToolDefinitionError, ToolError, ToolSourceError, UsageError
 from agent._logging import silent_logger
 from agent._sources import ToolSource
@@ -60,6 +61,7 @@ class MCPTools(ToolSource):
         connect_timeout: float = 30.0,
         max_concurrency: int | None = None,
         prefer_structured: bool = False,
+        needs_approval: NeedsApproval = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         super().__init__()
@@ -75,6 +77,7 @@ class MCPTools(ToolSource):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.prefer_structured = prefer_structured
+        self.needs_approval = needs_approval
         self._transport = transport
         self._limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
         self._log = (logger or silent_logger()).bind(mcp_server=name)
@@ -246,6 +249,7 @@ class MCPTool(Tool[..., Any]):
             description=remote.description or remote.title or "",
             parameters=_parameters(remote.input_schema),
             timeout=source.timeout,
+            needs_approval=source.needs_approval,
         )
         self.source = source
         self.remote_name = remote.name
@@ -270,6 +274,7 @@ def mcp_stdio(
     connect_timeout: float = 30.0,
     max_concurrency: int | None = None,
     prefer_structured: bool = False,
+    needs_approval: NeedsApproval = False,
     logger: FilteringBoundLogger | None = None,
 ) -> MCPTools:
     """The tools of an MCP server run as a subprocess, spoken to over its stdin/stdout.
@@ -286,6 +291,8 @@ def mcp_stdio(
         max_concurrency: At most this many calls to this server at once, across all runs.
         prefer_structured: Send the model a result's ``structuredContent`` (as JSON) rather
             than its text when it has both.
+        needs_approval: As for ``@tool``, for every tool of the server (``True``, or a
+            predicate ``(ctx, arguments) -> bool``; ``ctx.tool_name`` tells which tool).
         logger: A structlog logger for connection events (default: silent).
     """
     words = shlex.split(command) if isinstance(command, str) else list(command)
@@ -301,6 +308,7 @@ def mcp_stdio(
         connect_timeout=connect_timeout,
         max_concurrency=max_concurrency,
         prefer_structured=prefer_structured,
+        needs_approval=needs_approval,
         logger=logger,
     )
 
@@ -315,6 +323,7 @@ def mcp_http(
     connect_timeout: float = 30.0,
     max_concurrency: int | None = None,
     prefer_structured: bool = False,
+    needs_approval: NeedsApproval = False,
     logger: FilteringBoundLogger | None = None,
 ) -> MCPTools:
     """The tools of an MCP server at ``url``, spoken to over streamable HTTP.
@@ -322,8 +331,8 @@ def mcp_http(
     Args:
         url: The server's MCP endpoint, e.g. ``https://host/mcp``.
         headers: Sent with every request, e.g. ``{"Authorization": "Bearer ..."}``; never logged.
-        prefix, name, timeout, connect_timeout, max_concurrency, prefer_structured, logger: as
-            for :func:`mcp_stdio`
+        prefix, name, timeout, connect_timeout, max_concurrency, prefer_structured,
+            needs_approval, logger: as for :func:`mcp_stdio`
             (``name`` defaults to the URL without credentials and query).
     """
     if not url.startswith(("http://", "https://")):
@@ -336,6 +345,7 @@ def mcp_http(
         connect_timeout=connect_timeout,
         max_concurrency=max_concurrency,
         prefer_structured=prefer_structured,
+        needs_approval=needs_approval,
         logger=logger,
     )
 
