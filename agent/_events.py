@@ -45,11 +45,12 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True)
 class RunResumed:
-    """A durable run goes on after a crash (in place of :class:`RunStarted`).
+    """A run goes on from where it stopped (in place of :class:`RunStarted`): a durable run
+    after a crash, or a paused run resumed with :meth:`Agent.resume`.
 
     The steps it had completed are not run again and their events are not sent again: what
     follows is only the live part. ``turns_done`` model responses and ``calls_done`` tool
-    calls were taken from the run's checkpoints.
+    calls were taken from the run's checkpoints (or its saved state).
     """
 
     run_id: str
