@@ -6,15 +6,23 @@ Crash tests with real worker processes killed with SIGKILL are at the end, under
 from __future__ import annotations
 
 import asyncio
+import inspect
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from agent import Agent, APIError, ToolContext, tool
-from agent.localmodel import AutoPolicy, LocalModelServer
+from agent.localmodel import AutoPolicy, Item, LocalModelServer
 
 pytest.importorskip("temporalio")
 
@@ -25,6 +33,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agent.durable.temporal import PASSTHROUGH, RunWorkflow, TemporalAgent
 from tests._temporal import TemporalServer, TemporalUnavailable, start_temporal
+from tests.durable_app import Journal, build_agent, read_journal, tool_output
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -233,3 +244,221 @@ async def test_tool_with_max_concurrency_gets_its_own_task_queue(
     durable = TemporalAgent(agent, name="queues", client=client, task_queue="q")
     assert durable.tool_queue("limited") == "q.tool.limited"
     assert durable.tool_queue("add") == "q"
+
+
+# ---------------------------------------------------------------- crash tests: real workers, SIGKILL
+
+PROMPT = "Do the work."
+DEADLINE = 60.0
+"""Seconds any one awaited condition may take (a worker starts in ~2 s on an idle machine)."""
+SOAK_RUNS = min(int(os.environ.get("AGENT_SOAK_RUNS", "12")), 60)
+
+
+@dataclass
+class Worker:
+    """One ``tests.temporal_app`` process; its stdout and stderr go to files."""
+
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def kill(self) -> None:
+        """SIGKILL by PID (no clean-up of any kind), then reap it."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def describe(self) -> str:
+        return f"worker pid {self.process.pid} (exit {self.process.poll()}):\n{self.err.read_text()[-3000:]}"
+
+
+class Workers:
+    """Starts workers on one server, queue and model server; kills every one of them on exit."""
+
+    def __init__(self, tmp_path: Path, temporal: TemporalServer, task_queue: str, model_url: str) -> None:
+        self._tmp_path = tmp_path
+        self.journal = tmp_path / "journal"
+        self.journal.mkdir()
+        self._common = [
+            "--temporal", temporal.address, "--task-queue", task_queue,
+            "--model-url", model_url, "--dir", str(self.journal),
+        ]  # fmt: skip
+        self.started: list[Worker] = []
+
+    def start(self, *args: str) -> Worker:
+        number = len(self.started)
+        out, err = self._tmp_path / f"worker-{number}.out", self._tmp_path / f"worker-{number}.err"
+        command = [sys.executable, "-m", "tests.temporal_app", *self._common, *args]
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr)
+        worker = Worker(process, out, err)
+        self.started.append(worker)
+        return worker
+
+    def events(self, event: str, **match: Any) -> list[dict[str, Any]]:
+        """The journal records of ``event`` whose fields equal ``match``."""
+        records = read_journal(self.journal)
+        return [r for r in records if r["event"] == event and all(r.get(k) == v for k, v in match.items())]
+
+    async def wait_for(self, what: str, condition: Callable[[], bool | Awaitable[bool]]) -> None:
+        """Poll ``condition`` until it holds; fail after ``DEADLINE`` seconds."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            outcome = condition()
+            if await outcome if inspect.isawaitable(outcome) else outcome:
+                return
+            if time.monotonic() > deadline:
+                described = "\n".join(worker.describe() for worker in self.started)
+                pytest.fail(f"waiting for {what}: not within {DEADLINE} s\n{described}")
+            await asyncio.sleep(0.05)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for worker in self.started:
+            worker.kill()
+
+
+def is_first_request(body: Item) -> bool:
+    """Whether a request is a run's first (it carries no tool output yet)."""
+    items = body["input"] if isinstance(body["input"], list) else []
+    return not any(item.get("type") == "function_call_output" for item in items)
+
+
+def completed_activities(history: WorkflowHistory) -> int:
+    kind = EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    return sum(1 for event in history.events if event.event_type == kind)
+
+
+async def uninterrupted_output(tmp_path: Path, run_id: str, tools: list[str]) -> str | None:
+    """The output of the same run in process, with no crash, on its own model server."""
+    directory = tmp_path / "reference"
+    directory.mkdir()
+    async with (
+        LocalModelServer(AutoPolicy()) as server,
+        build_agent(server.base_url, Journal(directory, "reference"), tools) as agent,
+    ):
+        result = await agent.run(PROMPT, run_id=run_id)
+    return result.output
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.timeout(180)
+async def test_kill_after_the_first_model_request_another_worker_finishes_without_resending_it(
+    tmp_path: Path, temporal: TemporalServer, client: Client
+) -> None:
+    """Worker killed once turn 1's request completed: another worker finishes, that request not resent."""
+    run_id = "crash-after-model"
+    async with LocalModelServer(AutoPolicy()) as server:
+        with Workers(tmp_path, temporal, "crash-model", server.base_url) as workers:
+            first = workers.start("--tools", "step", "--hold", "step")
+            async with build_agent(server.base_url, Journal(tmp_path, "client"), ["step"]) as agent:
+                durable = TemporalAgent(agent, name="crash-tests", client=client, task_queue="crash-model")
+                await durable.enqueue(PROMPT, run_id=run_id)
+                # The tool starts only once turn 1's model activity completed.
+                await workers.wait_for("the tool's start", lambda: bool(workers.events("tool_start")))
+                first.kill()
+                killed_at = time.monotonic()
+                workers.start("--tools", "step")
+                result = await durable.result(run_id)
+                recovery = time.monotonic() - killed_at
+    first_requests = [body for body in server.requests if is_first_request(body)]
+    assert len(first_requests) == 1
+    assert len(server.requests) == 2
+    assert result.output == await uninterrupted_output(tmp_path, run_id, ["step"])
+    print(f"kill -> completion: {recovery:.2f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.timeout(180)
+async def test_kill_during_four_tools_reruns_only_the_unfinished_ones_with_their_keys(
+    tmp_path: Path, temporal: TemporalServer, client: Client
+) -> None:
+    """Killed with two calls done and two in flight: only those in flight run again, same keys."""
+    run_id = "crash-in-tools"
+    tools = ["quick_a", "quick_b", "slow_a", "slow_b"]
+    async with LocalModelServer(AutoPolicy()) as server:
+        with Workers(tmp_path, temporal, "crash-tools", server.base_url) as workers:
+            first = workers.start("--tools", ",".join(tools), "--hold", "slow_a,slow_b")
+            async with build_agent(server.base_url, Journal(tmp_path, "client"), tools) as agent:
+                durable = TemporalAgent(agent, name="crash-tests", client=client, task_queue="crash-tools")
+                await durable.enqueue(PROMPT, run_id=run_id)
+                handle = client.get_workflow_handle(run_id)
+
+                async def quick_ones_recorded() -> bool:  # model:1 and the two quick calls
+                    return completed_activities(await handle.fetch_history()) == 3
+
+                await workers.wait_for("every tool's start", lambda: len(workers.events("tool_start")) == 4)
+                await workers.wait_for("the quick calls' completion", quick_ones_recorded)
+                first.kill()
+                killed_at = time.monotonic()
+                workers.start("--tools", ",".join(tools))
+                result = await durable.result(run_id)
+                recovery = time.monotonic() - killed_at
+    starts = workers.events("tool_start")
+    by_tool = {name: [r for r in starts if r["tool"] == name] for name in tools}
+    assert [len(by_tool[name]) for name in tools] == [1, 1, 2, 2]
+    for name in ("slow_a", "slow_b"):
+        assert by_tool[name][0]["key"] == by_tool[name][1]["key"]
+        assert by_tool[name][0]["pid"] != by_tool[name][1]["pid"]
+    assert len([body for body in server.requests if is_first_request(body)]) == 1
+    assert result.output == await uninterrupted_output(tmp_path, run_id, tools)
+    print(f"kill -> completion: {recovery:.2f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.timeout(300)
+async def test_soak_runs_on_three_workers_one_killed_all_finish_no_completed_call_reran(
+    tmp_path: Path, temporal: TemporalServer, client: Client
+) -> None:
+    """SOAK_RUNS runs on three workers, one killed midway: all finish right; no finished call ran again."""
+    tools = ["fetch", "store"]
+    async with LocalModelServer(AutoPolicy()) as server:
+        with Workers(tmp_path, temporal, "soak", server.base_url) as workers:
+            started = [workers.start("--tools", ",".join(tools), "--sleep", "0.3") for _ in range(3)]
+            for worker in started:
+                await workers.wait_for("a worker's start", partial(_has_output, worker))
+            async with build_agent(server.base_url, Journal(tmp_path, "client"), tools) as agent:
+                durable = TemporalAgent(agent, name="crash-tests", client=client, task_queue="soak")
+                run_ids = [await durable.enqueue(PROMPT, run_id=f"soak-{n}") for n in range(SOAK_RUNS)]
+                victim = started[0].process.pid
+                await workers.wait_for(
+                    "the victim's tools to start", lambda: bool(workers.events("tool_start", pid=victim))
+                )
+                started[0].kill()
+                results = [await durable.result(run_id) for run_id in run_ids]
+    for run_id, result in zip(run_ids, results, strict=True):
+        assert result.output == "\n".join(f"{name}: {tool_output(name, run_id)}" for name in tools)
+    # Each call's activity completed once: the start that completed it was its last, on a live
+    # worker, and any earlier start was on the killed worker (in flight when it died).
+    starts = workers.events("tool_start")
+    for run_id in run_ids:
+        for key, completer in await completed_calls(client, run_id):
+            mine = [r["pid"] for r in starts if r["key"] == key]
+            assert mine[-1] == completer != victim, (key, mine)
+            assert all(pid == victim for pid in mine[:-1]), (key, mine)
+
+
+def _has_output(worker: Worker) -> bool:
+    return worker.out.read_text() != ""
+
+
+async def completed_calls(client: Client, run_id: str) -> list[tuple[str, int]]:
+    """Each completed tool activity of ``run_id``: its idempotency key and the pid that ran it."""
+    history = await client.get_workflow_handle(run_id).fetch_history()
+    by_id = {event.event_id: event for event in history.events}
+    calls = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            continue
+        done = event.activity_task_completed_event_attributes
+        activity_id = by_id[done.scheduled_event_id].activity_task_scheduled_event_attributes.activity_id
+        if activity_id.startswith("tool:"):
+            _, turn, _, call_id = activity_id.split(":", 3)
+            identity = by_id[done.started_event_id].activity_task_started_event_attributes.identity
+            calls.append((f"{run_id}:{turn}:{call_id}", int(identity.split("@")[0])))
+    return calls
