@@ -105,6 +105,16 @@ DurableOption = Annotated[
         show_default=False,
     ),
 ]
+TemporalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--temporal", help="HOST:PORT of a Temporal server: runs are its workflows.", show_default=False
+    ),
+]
+TaskQueueOption = Annotated[
+    str | None,
+    typer.Option("--task-queue", help="Temporal task queue (default: the name).", show_default=False),
+]
 NameOption = Annotated[
     str | None,
     typer.Option(
@@ -162,6 +172,8 @@ def run(
         bool, typer.Option("--enqueue", help="Only enqueue the durable run for a worker; print its id.")
     ] = False,
     name: NameOption = None,
+    temporal: TemporalOption = None,
+    task_queue: TaskQueueOption = None,
     json_output: JsonOption = False,
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
@@ -170,11 +182,22 @@ def run(
 ) -> None:
     """One run with the builtin tools (or --tools); prints the final answer on stdout.
 
-    With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database.
+    With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database; with
+    --temporal HOST:PORT it is a Temporal workflow (this process serves while it waits).
     """
     _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
-    if durable is None:
+    if temporal is not None:
+        from agent import _cli_temporal  # optional extra, slow to import: only when used
+
+        if enqueue:
+            start = _cli_temporal.enqueue(
+                prompt, address=temporal, name=name, task_queue=task_queue, run_id=run_id
+            )
+            typer.echo(_guarded(lambda: start, verbose))
+            return
+        runner = _cli_temporal.runner(prompt, temporal, name, task_queue, run_id or uuid.uuid4().hex, _note)
+    elif durable is None:
         if run_id is not None or enqueue:
             _fail("--run-id and --enqueue need --durable URL (or AGENT_DURABLE_URL)", code=2)
         runner = _in_process(prompt, stream=output.stream)
@@ -199,6 +222,8 @@ def worker(
         int | None, typer.Option(min=1, help="Runs at once over all workers.")
     ] = None,
     name: NameOption = None,
+    temporal: TemporalOption = None,
+    task_queue: TaskQueueOption = None,
     model: ModelOption = "gpt-4.1",
     tools: ToolsOption = None,
     instructions: InstructionsOption = None,
@@ -208,6 +233,22 @@ def worker(
     verbose: VerboseOption = False,
 ) -> None:
     """Serve durable runs (enqueued, resumed, recovered) until Ctrl-C or SIGTERM."""
+    if temporal is not None:
+        from agent import _cli_temporal  # optional extra, slow to import: only when used
+
+        registry = load_tools(tools or ["builtin"])
+        options = _agent_options(model, instructions, max_turns, metadata)
+        logger = _Output(False, False, log_format, verbose).logger()
+        with _endpoint(AutoPolicy(), pace=0.0) as endpoint:
+
+            async def serve() -> str:
+                async with _agent(registry, endpoint, logger, options) as agent:
+                    return await _cli_temporal.serve(
+                        agent, address=temporal, name=name, task_queue=task_queue, announce=_note
+                    )
+
+            _note(f"worker stopped ({_guarded(serve, verbose)})")
+        return
     url = _durable_url(durable)
     _require_dbos()
     from agent import _cli_durable  # optional extra, slow to import: only when used

@@ -18,10 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import pytest_asyncio
 
-from agent import Agent, APIError, ToolContext, tool
+from agent import Agent, APIError, RunResult, ToolContext, tool
 from agent.localmodel import AutoPolicy, Item, LocalModelServer
 
 pytest.importorskip("temporalio")
@@ -34,12 +35,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from agent.durable.temporal import PASSTHROUGH, RunWorkflow, TemporalAgent
 from tests._temporal import TemporalServer, TemporalUnavailable, start_temporal
 from tests.durable_app import Journal, build_agent, read_journal, tool_output
+from tests.test_cli import AGENT_SCRIPT, NO_OPENAI, assert_one_line_error, invoke, process_env
 
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(60)
 
 KEYS: list[str] = []
+DEADLINE = 60.0
+"""Seconds any one awaited condition may take (a worker starts in ~2 s on an idle machine)."""
 
 
 @tool
@@ -246,11 +250,60 @@ async def test_tool_with_max_concurrency_gets_its_own_task_queue(
     assert durable.tool_queue("add") == "q"
 
 
+# ---------------------------------------------------------------- the command line
+
+CLI_TOOLS = "tests.test_cli:REGISTRY"
+
+
+def test_cli_run_with_temporal_prints_the_same_answer_as_in_process(temporal: TemporalServer) -> None:
+    """``agent run PROMPT --temporal HOST:PORT`` runs as a workflow and prints the in-process answer."""
+    plain = invoke("run", "shout 'hey'", "--tools", CLI_TOOLS, "--no-stream", env=NO_OPENAI)
+    args = ["--temporal", temporal.address, "--task-queue", "q-cli-run", "--run-id", "cli-run"]
+    durable = invoke("run", "shout 'hey'", "--tools", CLI_TOOLS, "--no-stream", *args, env=NO_OPENAI)
+    assert durable.exit_code == 0, durable.output
+    assert durable.stdout == plain.stdout
+    assert "temporal run cli-run" in durable.stderr
+
+
+def test_cli_worker_serves_an_enqueued_run_and_stops_on_sigterm(
+    temporal: TemporalServer, tmp_path: Path
+) -> None:
+    """``run --enqueue --temporal`` prints the id; ``worker --temporal`` runs it; SIGTERM exits 0."""
+    where = ["--temporal", temporal.address, "--task-queue", "q-cli-worker"]
+    enqueued = invoke("run", "shout 'a'", "--enqueue", "--run-id", "cli-queued", *where, env=NO_OPENAI)
+    assert (enqueued.exit_code, enqueued.stdout) == (0, "cli-queued\n"), enqueued.output
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        command = [str(AGENT_SCRIPT), "worker", *where, "--tools", CLI_TOOLS]
+        worker = subprocess.Popen(command, env=process_env(), cwd=REPO, stdout=out, stderr=out)
+    try:
+
+        async def result() -> RunResult:
+            durable = TemporalAgent(Agent("m"), client=await Client.connect(temporal.address), task_queue="q")
+            with anyio.fail_after(DEADLINE):
+                return await durable.result("cli-queued")
+
+        output = anyio.run(result).output
+        os.kill(worker.pid, signal.SIGTERM)
+        code = worker.wait(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert output == "shout: A"
+    assert code == 0, log.read_text()
+    assert "worker stopped (SIGTERM)" in log.read_text()
+
+
+def test_cli_unreachable_temporal_server_fails_with_one_line() -> None:
+    """A server that is not there: exit 2 and one error line naming its address."""
+    result = invoke("run", "hi", "--temporal", "127.0.0.1:1", "--enqueue", env=NO_OPENAI)
+    assert_one_line_error(result, 2, mentions="cannot reach the Temporal server at 127.0.0.1:1")
+
+
 # ---------------------------------------------------------------- crash tests: real workers, SIGKILL
 
 PROMPT = "Do the work."
-DEADLINE = 60.0
-"""Seconds any one awaited condition may take (a worker starts in ~2 s on an idle machine)."""
 SOAK_RUNS = min(int(os.environ.get("AGENT_SOAK_RUNS", "12")), 60)
 
 

@@ -20,14 +20,15 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 # Loaded before any workflow: anyio imports its backend lazily, which the sandbox refuses.
 import sniffio
 import temporalio.exceptions
+from structlog.typing import FilteringBoundLogger
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -66,7 +67,9 @@ __all__ = [
     "MODEL_ACTIVITY",
     "TOOL_ACTIVITY",
     "WORKFLOW",
+    "RunWorkflow",
     "TemporalAgent",
+    "start_run",
 ]
 
 DEFAULT_NAME = "agent-runtime"
@@ -203,6 +206,34 @@ async def _tool_activity(name: str, request: JSONObject) -> JSONObject:
 # ---------------------------------------------------------------- the workflow
 
 
+@contextlib.contextmanager
+def _outside_sandbox() -> Iterator[None]:
+    """For the user's code called from the workflow (hooks, loggers): no sandbox rules, no re-imports."""
+    with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
+        yield
+
+
+class _WorkflowLogger:
+    """A run's logger in its workflow: silent on a replay (it logged live), out of the sandbox."""
+
+    def __init__(self, inner: FilteringBoundLogger) -> None:
+        self._inner = inner
+
+    def bind(self, **values: Any) -> FilteringBoundLogger:
+        return cast(FilteringBoundLogger, _WorkflowLogger(self._inner.bind(**values)))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if workflow.unsafe.is_replaying():
+                return None
+            with _outside_sandbox():
+                return method(*args, **kwargs)
+
+        return call
+
+
 async def _settled(handle: asyncio.Future[_T]) -> _T:
     """An activity's result; cancelled, this task ends at once and the activity is asked to stop."""
     try:
@@ -271,7 +302,8 @@ class RunWorkflow:
         async def emit(event: RunEvent) -> None:
             self._progress.see(event)
             if not workflow.unsafe.is_replaying():
-                await _live_hooks(serving.durable._hooks, event, agent)
+                with _outside_sandbox():
+                    await _live_hooks(serving.durable._hooks, event, agent)
 
         try:
             result = await agent._run_on(
@@ -279,7 +311,7 @@ class RunWorkflow:
                 start["input"],
                 run_id=run_id,
                 emit=emit,
-                log=agent._log.bind(run_id=run_id),
+                log=cast(FilteringBoundLogger, _WorkflowLogger(agent._log.bind(run_id=run_id))),
                 stream=bool(start.get("stream", False)),
                 run_timeout=agent.settings.run_timeout,  # a durable timer: it bounds the whole run
                 settings=serving.settings,
@@ -530,19 +562,9 @@ class TemporalAgent:
     async def _start(
         self, input: str | Sequence[JSONObject], run_id: str | None, stream: bool
     ) -> WorkflowHandle[Any, Any]:
-        run_id = run_id or uuid.uuid4().hex
-        start = {"name": self.name, "input": _input_json(input), "stream": stream}
-        try:
-            return await self.client.start_workflow(
-                WORKFLOW,
-                start,
-                id=run_id,
-                task_queue=self.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-        except temporalio.exceptions.WorkflowAlreadyStartedError:
-            return self.client.get_workflow_handle(run_id)  # finished: its result is stored
+        return await start_run(
+            self.client, input, name=self.name, task_queue=self.task_queue, run_id=run_id, stream=stream
+        )
 
     async def _result_of(self, handle: WorkflowHandle[Any, Any]) -> RunResult:
         try:
@@ -555,6 +577,34 @@ class TemporalAgent:
             raise
         output = self.agent.settings.output
         return _outcome(document, output.type if output is not None else None)
+
+
+async def start_run(
+    client: Client,
+    input: str | Sequence[JSONObject],
+    *,
+    name: str = DEFAULT_NAME,
+    task_queue: str | None = None,
+    run_id: str | None = None,
+    stream: bool = False,
+) -> WorkflowHandle[Any, Any]:
+    """Start a run of application ``name`` for its workers (no agent needed here); its handle.
+
+    A run id already running is joined; one that finished keeps its stored result.
+    """
+    run_id = run_id or uuid.uuid4().hex
+    start = {"name": name, "input": _input_json(input), "stream": stream}
+    try:
+        return await client.start_workflow(
+            WORKFLOW,
+            start,
+            id=run_id,
+            task_queue=task_queue or name,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    except temporalio.exceptions.WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(run_id)  # finished: its result is stored
 
 
 def _outcome(document: JSONObject, output_type: Any = None) -> RunResult:
