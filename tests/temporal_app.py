@@ -16,9 +16,10 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from temporalio import workflow
 from temporalio.client import Client
 
-from agent import Hooks, RunStarted
+from agent import Hooks, RunFinished, RunStarted
 from agent.durable.temporal import TemporalAgent
 from tests.durable_app import Journal, build_agent
 
@@ -58,13 +59,17 @@ async def main(args: argparse.Namespace) -> None:
     def started(event: RunStarted) -> None:
         journal.write("run_start", event.run_id)
 
+    def finished(event: RunFinished) -> None:
+        # RunFinished carries no run id; the hook runs in the run's workflow.
+        journal.write("run_end", workflow.info().workflow_id, status=event.result.status)
+
     client = await Client.connect(args.temporal)
     durable = TemporalAgent(
         agent,
         name=args.name,
         client=client,
         task_queue=args.task_queue,
-        hooks=Hooks(on_run_start=started),
+        hooks=Hooks(on_run_start=started, on_run_end=finished),
         heartbeat_timeout=args.heartbeat_timeout,
         sticky_timeout=args.sticky_timeout,
     )
