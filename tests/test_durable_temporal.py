@@ -65,6 +65,17 @@ def huge() -> str:
     return "x" * 300_000
 
 
+SLOW_SYNC_CALLS: list[str] = []
+
+
+@tool
+def slow_sync(ctx: ToolContext[None]) -> str:
+    """Block a thread for 2.5 s (longer than the test's heartbeat timeout)."""
+    SLOW_SYNC_CALLS.append(ctx.idempotency_key)
+    time.sleep(2.5)
+    return "slept"
+
+
 @tool(needs_approval=True)
 def wire(amount: int) -> str:
     """Wire money (a person approves each call)."""
@@ -148,6 +159,22 @@ async def test_idempotency_key_is_the_run_id_turn_and_call(
         async with durable.worker():
             result = await durable.run("keyed 'a'", run_id="run-keys")
     assert [f"run-keys:1:{result.tool_calls[0].call_id}"] == KEYS
+
+
+@pytest.mark.asyncio
+async def test_a_sync_tool_longer_than_the_heartbeat_timeout_runs_once(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
+) -> None:
+    """A thread-bound tool is heartbeated for by the event loop: no timeout, no second attempt."""
+    SLOW_SYNC_CALLS.clear()
+    async with make_agent(model, slow_sync) as agent:
+        durable = TemporalAgent(
+            agent, name="heartbeats", client=client, task_queue=queue(request), heartbeat_timeout=1.0
+        )
+        async with durable.worker():
+            result = await durable.run("slow_sync", run_id="run-heartbeat")
+    assert [r.output for r in result.tool_calls] == ["slept"]
+    assert len(SLOW_SYNC_CALLS) == 1
 
 
 @pytest.mark.asyncio
