@@ -248,6 +248,32 @@ async def test_a_call_needing_approval_waits_for_approve_and_progress_shows_it(
 
 
 @pytest.mark.asyncio
+async def test_a_run_waiting_for_approval_holds_no_worker_and_resumes_on_a_new_one(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
+) -> None:
+    """The worker stops while the run waits; approved meanwhile, a new worker finishes the run."""
+    async with make_agent(model, wire) as agent:
+        durable = TemporalAgent(agent, name="approvals-restart", client=client, task_queue=queue(request))
+        async with durable.worker():
+            run_id = await durable.enqueue("wire 7", run_id="run-approve-restart")
+            call_id = await awaiting_call(durable, run_id)
+        await durable.approve(run_id, call_id)
+        async with durable.worker():
+            result = await durable.result(run_id)
+    assert [r.output for r in result.tool_calls] == ["wired 7"]
+
+
+async def awaiting_call(durable: TemporalAgent, run_id: str) -> str:
+    """The first call id run ``run_id`` waits a decision for (polled with a deadline)."""
+    deadline = time.monotonic() + DEADLINE
+    while not (progress := await durable.progress(run_id))["awaiting_approval"]:
+        assert time.monotonic() < deadline, progress
+        await asyncio.sleep(0.05)
+    call_id: str = progress["awaiting_approval"][0]
+    return call_id
+
+
+@pytest.mark.asyncio
 async def test_deny_gives_the_model_a_denied_output(
     model: LocalModelServer, client: Client, request: pytest.FixtureRequest
 ) -> None:
