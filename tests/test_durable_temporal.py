@@ -22,7 +22,7 @@ import anyio
 import pytest
 import pytest_asyncio
 
-from agent import Agent, APIError, RunResult, ToolContext, tool
+from agent import Agent, APIError, RunError, RunResult, ToolContext, tool
 from agent.localmodel import AutoPolicy, Item, LocalModelServer
 
 pytest.importorskip("temporalio")
@@ -223,6 +223,21 @@ async def test_tool_output_over_the_payload_limit_is_an_error_outcome(
     record = result.tool_calls[0]
     assert record.kind == "tool_error"
     assert "over the durable payload limit of 100000 bytes" in record.output
+
+
+@pytest.mark.asyncio
+async def test_a_model_request_over_the_payload_limit_ends_the_run_unsent(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
+) -> None:
+    """A request body over payload_limit ends the run with RunError before it is sent."""
+    async with make_agent(model) as agent:
+        durable = TemporalAgent(
+            agent, name="payload-in", client=client, task_queue=queue(request), payload_limit=2_000
+        )
+        async with durable.worker():
+            with pytest.raises(RunError, match="over the durable payload limit of 2000 bytes"):
+                await durable.run("x" * 3_000, run_id="run-big-request")
+    assert model.requests == []
 
 
 @pytest.mark.asyncio
