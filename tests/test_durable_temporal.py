@@ -307,15 +307,26 @@ async def test_deny_gives_the_model_a_denied_output(
 
 
 @pytest.mark.asyncio
-async def test_tool_with_max_concurrency_gets_its_own_task_queue(
-    model: LocalModelServer, client: Client
+async def test_a_tool_with_max_concurrency_runs_on_its_own_task_queue(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
 ) -> None:
-    """A tool with max_concurrency goes to QUEUE.tool.NAME; others to the run's queue."""
-    limited = tool(add.function, name="limited", max_concurrency=2)
-    agent = make_agent(model, add, limited)
-    durable = TemporalAgent(agent, name="queues", client=client, task_queue="q")
-    assert durable.tool_queue("limited") == "q.tool.limited"
-    assert durable.tool_queue("add") == "q"
+    """A limited tool's activities go to QUEUE.tool.NAME (served by the worker), others to QUEUE."""
+    limited = tool(keyed.function, name="limited", max_concurrency=2)
+    async with make_agent(model, add, limited) as agent:
+        durable = TemporalAgent(agent, name="queues", client=client, task_queue=queue(request))
+        async with durable.worker():
+            result = await durable.run("add 1 and 2, limited 'x'", run_id="run-queues")
+            history = await client.get_workflow_handle("run-queues").fetch_history()
+    kind = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    queues = {
+        e.activity_task_scheduled_event_attributes.activity_id.split(":")[-1]: (
+            e.activity_task_scheduled_event_attributes.task_queue.name
+        )
+        for e in history.events
+        if e.event_type == kind
+    }
+    by_name = {r.name: queues[r.call_id] for r in result.tool_calls}
+    assert by_name == {"add": queue(request), "limited": f"{queue(request)}.tool.limited"}
 
 
 # ---------------------------------------------------------------- the command line
