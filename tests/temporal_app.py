@@ -4,7 +4,7 @@ It runs in a subprocess, so a test can kill it with SIGKILL. It builds the same 
 ``tests.durable_app`` (tools named by ``--tools`` that write a journal, on the local model server
 at ``--model-url``), connects to the Temporal server at ``--temporal``, prints ``ready`` once its
 :meth:`TemporalAgent.worker` serves task queue ``--task-queue``, and serves until it is killed
-(or SIGTERM). Its hooks journal ``run_start`` and ``run_end`` (live only: not on a replay).
+(or SIGTERM). Its hooks journal ``run_start``, ``run_resumed`` and ``run_end`` (live only: not on a replay).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from temporalio import workflow
 from temporalio.client import Client
 
-from agent import Hooks, RunFinished, RunStarted
+from agent import Hooks, RunFinished, RunResumed, RunStarted
 from agent.durable.temporal import TemporalAgent
 from tests.durable_app import Journal, build_agent
 
@@ -59,6 +59,9 @@ async def main(args: argparse.Namespace) -> None:
     def started(event: RunStarted) -> None:
         journal.write("run_start", event.run_id)
 
+    def resumed(event: RunResumed) -> None:
+        journal.write("run_resumed", event.run_id, turns_done=event.turns_done, calls_done=event.calls_done)
+
     def finished(event: RunFinished) -> None:
         # RunFinished carries no run id; the hook runs in the run's workflow.
         journal.write("run_end", workflow.info().workflow_id, status=event.result.status)
@@ -69,7 +72,7 @@ async def main(args: argparse.Namespace) -> None:
         name=args.name,
         client=client,
         task_queue=args.task_queue,
-        hooks=Hooks(on_run_start=started, on_run_end=finished),
+        hooks=Hooks(on_run_start=started, on_run_resumed=resumed, on_run_end=finished),
         heartbeat_timeout=args.heartbeat_timeout,
         sticky_timeout=args.sticky_timeout,
     )

@@ -499,6 +499,9 @@ async def test_kill_after_the_first_model_request_another_worker_finishes_withou
     first_requests = [body for body in server.requests if is_first_request(body)]
     assert len(first_requests) == 1
     assert len(server.requests) == 2
+    resumed = workers.events("run_resumed")
+    assert [(r["turns_done"], r["calls_done"]) for r in resumed] == [(1, 0)]
+    assert len(workers.events("run_start")) == 1
     assert result.output == await uninterrupted_output(tmp_path, run_id, ["step"])
     print(f"kill -> completion: {recovery:.2f} s")
 

@@ -50,6 +50,7 @@ from agent._events import (
     ModelResponded,
     RunEvent,
     RunFinished,
+    RunResumed,
     ToolCallFinished,
     ToolCallStarted,
     dispatch_to_hooks,
@@ -299,11 +300,22 @@ class RunWorkflow:
         run_id = workflow.info().workflow_id
         engine = _TemporalEngine(serving.durable, agent.settings.limits, self)
 
+        replayed = False
+
         async def emit(event: RunEvent) -> None:
-            self._progress.see(event)
-            if not workflow.unsafe.is_replaying():
-                with _outside_sandbox():
-                    await _live_hooks(serving.durable._hooks, event, agent)
+            nonlocal replayed
+            progress = self._progress
+            if workflow.unsafe.is_replaying():
+                replayed = True  # its hooks ran live, on the worker that ran it first
+                progress.see(event)
+                return
+            with _outside_sandbox():
+                if replayed:  # the first live event after a replay: say where the run resumes
+                    replayed = False
+                    resumed = RunResumed(run_id, agent.model, progress.turns, progress.tool_calls)
+                    await _live_hooks(serving.durable._hooks, resumed, agent)
+                progress.see(event)
+                await _live_hooks(serving.durable._hooks, event, agent)
 
         try:
             result = await agent._run_on(
