@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-# Loaded before any workflow: anyio imports its backend lazily, which the sandbox refuses.
 import sniffio
 import temporalio.exceptions
 from structlog.typing import FilteringBoundLogger
@@ -61,6 +61,11 @@ from agent._loop import LoopSettings
 from agent._result import JSONObject, RunResult
 from agent._wire import ModelResponse, input_items
 from agent.durable._json import error_from_json, error_to_json, result_from_json, result_to_json
+
+# Loaded now, before any workflow: anyio imports its backend and these lazily, on first use,
+# and an import from inside a workflow goes through the sandbox, which refuses them.
+for _lazy in ("anyio._backends._asyncio", "anyio.abc", "anyio.lowlevel"):
+    importlib.import_module(_lazy)
 
 __all__ = [
     "DEFAULT_NAME",
