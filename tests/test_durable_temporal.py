@@ -533,6 +533,8 @@ async def test_kill_during_four_tools_reruns_only_the_unfinished_ones_with_their
                 workers.start("--tools", ",".join(tools))
                 result = await durable.result(run_id)
                 recovery = time.monotonic() - killed_at
+                async with durable.worker():  # the Replayer's workflow finds the agent here
+                    await replay(await handle.fetch_history())  # the recovered history is deterministic
     starts = workers.events("tool_start")
     by_tool = {name: [r for r in starts if r["tool"] == name] for name in tools}
     assert [len(by_tool[name]) for name in tools] == [1, 1, 2, 2]
