@@ -191,10 +191,13 @@ def run(
         from agent import _cli_temporal  # optional extra, slow to import: only when used
 
         if enqueue:
-            start = _cli_temporal.enqueue(
-                prompt, address=temporal, name=name, task_queue=task_queue, run_id=run_id
+            enqueued = _guarded(
+                lambda: _cli_temporal.enqueue(
+                    prompt, address=temporal, name=name, task_queue=task_queue, run_id=run_id
+                ),
+                verbose,
             )
-            typer.echo(_guarded(lambda: start, verbose))
+            typer.echo(enqueued)
             return
         runner = _cli_temporal.runner(prompt, temporal, name, task_queue, run_id or uuid.uuid4().hex, _note)
     elif durable is None:
