@@ -1,0 +1,281 @@
+"""Durable runs that wait for approvals (issue 11): a DBOS ``recv`` that survives restarts.
+
+A run whose calls need approval publishes them and waits; ``DBOSRuns.approve`` / ``deny`` from
+another client (or ``agent runs approve`` / ``deny``) decide them and the run goes on. The crash
+test kills a real worker (``tests.durable_app``) with SIGKILL while the run waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from agent import Agent, ApprovalRequested, Hooks, RunResult, UsageError, approve, deny, tool
+
+dbos = pytest.importorskip("dbos")
+
+from agent.durable.dbos import (  # noqa: E402
+    DECISION_STEP,
+    DECISION_TOPIC,
+    TOOL_STEP,
+    DBOSAgent,
+    DBOSRuns,
+    RunInfo,
+)
+from agent.localmodel import AutoPolicy, LocalModelServer  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+RAN: list[str] = []
+PROMPT = "Go."
+APP = "approval-tests"
+DEADLINE = 30.0
+
+
+@tool
+async def lookup() -> str:
+    """Look the report up (needs no approval)."""
+    RAN.append("lookup")
+    return "the report"
+
+
+@tool(needs_approval=True)
+async def send_mail(to: str = "bob") -> str:
+    """Mail the report to someone."""
+    RAN.append(f"send_mail:{to}")
+    return f"mailed {to}"
+
+
+@tool(needs_approval=True)
+async def pay(amount: int = 500) -> str:
+    """Pay an amount."""
+    RAN.append(f"pay:{amount}")
+    return f"paid {amount}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log() -> Iterator[None]:
+    RAN.clear()
+    yield
+    RAN.clear()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalModelServer]:
+    with LocalModelServer(AutoPolicy(), api_key="local-key") as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.sqlite'}"
+
+
+def agent_for(server: LocalModelServer, **options: Any) -> Agent:
+    return Agent(
+        "local", tools=[lookup, send_mail, pay], base_url=server.base_url, api_key="local-key", **options
+    )
+
+
+@pytest_asyncio.fixture
+async def durable(server: LocalModelServer, sqlite_url: str) -> AsyncIterator[DBOSAgent]:
+    async with agent_for(server) as agent, DBOSAgent(agent, name=APP, database_url=sqlite_url) as durable:
+        yield durable
+
+
+async def waiting(runs: DBOSRuns, run_id: str) -> RunInfo:
+    """Run ``run_id`` once it waits for approvals (polled; fails after DEADLINE seconds)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        info = await runs.show(run_id)
+        if info is not None and info.status == "awaiting_approval":
+            return info
+        await asyncio.sleep(0.05)
+    pytest.fail(f"run {run_id!r} never waited for approval")
+
+
+def calls_by_tool(info: RunInfo) -> dict[str, str]:
+    return {pending.tool_name: pending.call_id for pending in info.pending_approvals}
+
+
+def outcomes(result: RunResult) -> dict[str, str]:
+    return {record.name: record.kind for record in result.tool_calls}
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_run_shows_its_pending_calls_and_another_client_decides_them(
+    durable: DBOSAgent,
+) -> None:
+    """The run waits with both calls pending; approve one, deny one from a client: it completes."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="wait-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        info = await waiting(runs, "wait-1")
+        assert sorted(calls_by_tool(info)) == ["pay", "send_mail"]
+        assert RAN == ["lookup"]
+        ids = calls_by_tool(info)
+        await runs.approve("wait-1", ids["send_mail"])
+        await runs.deny("wait-1", ids["pay"], reason="over budget")
+        result = await running
+        shown = await runs.show("wait-1")
+    assert result.status == "completed"
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "ok", "pay": "denied"}
+    assert sorted(RAN) == ["lookup", "send_mail:bob"]
+    assert "over budget" in next(r.output for r in result.tool_calls if r.name == "pay")
+    assert shown is not None
+    assert (shown.status, shown.pending_approvals) == ("completed", ())
+
+
+@pytest.mark.asyncio
+async def test_approved_arguments_replace_the_models(durable: DBOSAgent) -> None:
+    """approve(arguments=...) runs the call with those arguments (validated like the model's)."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="edit-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "edit-1"))
+    await durable.approve("edit-1", ids["send_mail"], arguments={"to": "carol"})
+    await durable.deny("edit-1", ids["pay"])
+    result = await running
+    assert sorted(RAN) == ["lookup", "send_mail:carol"]
+    assert outcomes(result)["pay"] == "denied"
+
+
+@pytest.mark.asyncio
+async def test_a_decision_for_a_call_the_run_does_not_wait_for_is_refused(durable: DBOSAgent) -> None:
+    """Unknown call ids, unknown runs and arguments that are no JSON object are caller mistakes."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="refuse-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "refuse-1"))
+        with pytest.raises(UsageError, match="does not wait for call 'nope'"):
+            await runs.approve("refuse-1", "nope")
+        with pytest.raises(UsageError, match="waits for no approval"):
+            await runs.approve("no-such-run", ids["pay"])
+        with pytest.raises(UsageError, match="JSON object"):
+            await runs.approve("refuse-1", ids["pay"], arguments=[1])  # type: ignore[arg-type]
+        await runs.deny("refuse-1", ids["pay"])
+        await runs.deny("refuse-1", ids["send_mail"])
+    await running
+    assert RAN == ["lookup"]
+
+
+HOSTILE: list[object] = [
+    None,
+    "approve",
+    True,
+    ["approved"],
+    {"approved": True},
+    {"call_id": "CALL", "approved": "yes"},
+    {"call_id": "CALL", "approved": 1},
+    {"call_id": "CALL", "approved": None},
+    {"call_id": "CALL", "approved": True, "arguments": "amount=1"},
+    {"call_id": "CALL", "approved": True, "reason": 5},
+    {"call_id": "CALL", "approved": True, "extra": "field"},
+    {"call_id": "call-of-another-run", "approved": True},
+]
+
+
+@pytest.mark.asyncio
+async def test_hostile_messages_never_approve_and_the_run_keeps_waiting(durable: DBOSAgent) -> None:
+    """Malformed messages on the decision topic are ignored; the calls stay undecided."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="hostile-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "hostile-1"))
+        for call_id in ids.values():
+            for message in HOSTILE:
+                raw = json.loads(json.dumps(message).replace("CALL", call_id))
+                await asyncio.to_thread(runs.client.send, "hostile-1", raw, DECISION_TOPIC)
+        for call_id in ids.values():  # read after every hostile one (messages are read in order)
+            await runs.deny("hostile-1", call_id, reason="no")
+        result = await running
+    assert RAN == ["lookup"]
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "denied"}
+
+
+@pytest.mark.asyncio
+async def test_the_first_decision_for_a_call_wins(durable: DBOSAgent) -> None:
+    """A call denied then approved stays denied (the run reads its messages in order)."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="first-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "first-1"))
+        await runs.deny("first-1", ids["pay"])
+        await runs.approve("first-1", ids["pay"])  # still waiting for send_mail: accepted, ignored
+        await runs.deny("first-1", ids["send_mail"])
+    result = await running
+    assert outcomes(result)["pay"] == "denied"
+    assert RAN == ["lookup"]
+
+
+@pytest.mark.asyncio
+async def test_approval_timeout_denies_the_undecided_calls(server: LocalModelServer, sqlite_url: str) -> None:
+    """With approval_timeout, the calls still undecided then are denied and the run goes on."""
+    async with (
+        agent_for(server) as agent,
+        DBOSAgent(agent, name=APP, database_url=sqlite_url, approval_timeout=0.2) as durable,
+    ):
+        result = await durable.run(PROMPT, run_id="timeout-1")
+    assert result.status == "completed"
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "denied"}
+    assert RAN == ["lookup"]
+
+
+@pytest.mark.asyncio
+async def test_the_wait_for_approvals_is_outside_the_run_timeout(
+    server: LocalModelServer, sqlite_url: str
+) -> None:
+    """A wait longer than the run's run_timeout does not time the run out."""
+    async with (
+        agent_for(server, run_timeout=0.5) as agent,
+        DBOSAgent(agent, name=APP, database_url=sqlite_url, approval_timeout=1.5) as durable,
+    ):
+        result = await durable.run(PROMPT, run_id="long-wait-1")
+    assert result.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_an_on_approval_hook_decides_inline_and_its_answer_is_a_step(
+    durable: DBOSAgent,
+) -> None:
+    """With Hooks(on_approval=...), the run does not wait; each answer is checkpointed."""
+    asked: list[str] = []
+
+    def policy(event: ApprovalRequested) -> object:
+        asked.append(event.tool_name)
+        return approve() if event.tool_name == "send_mail" else deny("no paying")
+
+    result = await durable.run(PROMPT, run_id="inline-1", hooks=Hooks(on_approval=policy))
+    steps = await dbos.DBOS.list_workflow_steps_async("inline-1")
+    names = [step["function_name"] for step in steps]
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "ok", "pay": "denied"}
+    assert sorted(asked) == ["pay", "send_mail"]
+    assert (names.count(DECISION_STEP), names.count(TOOL_STEP)) == (2, 2)
+
+
+@pytest.mark.asyncio
+async def test_an_on_approval_hook_that_returns_garbage_denies(durable: DBOSAgent) -> None:
+    """A hook answer that is no Decision (True, a string) denies the call, as in-process."""
+    answers = iter([True, "yes"])
+    result = await durable.run(PROMPT, run_id="inline-2", hooks=Hooks(on_approval=lambda e: next(answers)))
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "denied"}
+    assert RAN == ["lookup"]
+
+
+@pytest.mark.asyncio
+async def test_a_durable_wait_on_postgresql(server: LocalModelServer, postgres_url: str) -> None:
+    """The same wait and decisions on PostgreSQL."""
+    async with (
+        agent_for(server) as agent,
+        DBOSAgent(agent, name=APP, database_url=postgres_url) as durable,
+        DBOSRuns(postgres_url, name=APP) as runs,
+    ):
+        running = asyncio.create_task(durable.run(PROMPT, run_id="pg-wait-1"))
+        ids = calls_by_tool(await waiting(runs, "pg-wait-1"))
+        await runs.approve("pg-wait-1", ids["pay"], arguments={"amount": 7})
+        await runs.deny("pg-wait-1", ids["send_mail"])
+        result = await running
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "ok"}
+    assert sorted(RAN) == ["lookup", "pay:7"]
