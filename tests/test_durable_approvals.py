@@ -30,6 +30,18 @@ from agent.durable.dbos import (  # noqa: E402
     RunInfo,
 )
 from agent.localmodel import AutoPolicy, LocalModelServer  # noqa: E402
+from tests.test_cli import assert_one_line_error, invoke  # noqa: E402
+from tests.test_cli_durable import LOCAL, _dbos_logs_to_current_stderr  # noqa: E402
+from tests.test_durable_crash import (  # noqa: E402
+    Workers,
+    database_url,
+    events,
+    is_first_request,
+    journal_dir,
+    wait_for,
+)
+
+__all__ = ["_dbos_logs_to_current_stderr", "database_url", "journal_dir"]  # shared fixtures
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -279,3 +291,82 @@ async def test_a_durable_wait_on_postgresql(server: LocalModelServer, postgres_u
         result = await running
     assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "ok"}
     assert sorted(RAN) == ["lookup", "pay:7"]
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.asyncio
+async def test_agent_runs_show_approve_and_deny(durable: DBOSAgent) -> None:
+    """``agent runs show`` lists the waiting calls; ``approve --arguments`` / ``deny --reason`` decide."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="cli-1"))
+    where = ["--durable", durable.database_url, "--name", APP]
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "cli-1"))
+
+    def command(*args: str) -> Any:
+        return asyncio.to_thread(invoke, "runs", *args, *where, env=LOCAL)
+
+    shown = await command("show", "cli-1", "--json")
+    text = (await command("show", "cli-1")).stdout
+    wrong = await command("approve", "cli-1", "nope")
+    approved = await command("approve", "cli-1", ids["send_mail"], "--arguments", '{"to": "dave"}')
+    denied = await command("deny", "cli-1", ids["pay"], "--reason", "not today")
+    result = await running
+    info = json.loads(shown.stdout)
+    assert info["status"] == "awaiting_approval"
+    assert sorted(p["tool_name"] for p in info["pending_approvals"]) == ["pay", "send_mail"]
+    assert f"waits for:  {ids['pay']}  pay(" in text
+    assert_one_line_error(wrong, 2, mentions="does not wait for call 'nope'")
+    assert (approved.exit_code, denied.exit_code) == (0, 0), approved.output + denied.output
+    assert sorted(RAN) == ["lookup", "send_mail:dave"]
+    assert "not today" in next(r.output for r in result.tool_calls if r.name == "pay")
+
+
+def test_agent_runs_approve_refuses_arguments_that_are_not_a_json_object(tmp_path: Path) -> None:
+    """``--arguments`` must be a JSON object: anything else exits 2 before sending a thing."""
+    url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
+    result = invoke("runs", "approve", "r", "c", "--arguments", "[1]", "--durable", url, env=LOCAL)
+    assert_one_line_error(result, 2, mentions="--arguments must be a JSON object")
+
+
+# ---------------------------------------------------------------- a worker killed while it waits
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("database_url", "restart_id"),
+    [("sqlite", "worker-a"), ("postgresql", "worker-b")],
+    indirect=["database_url"],
+)
+async def test_a_worker_killed_while_its_run_waits_resumes_the_wait_after_a_restart(
+    tmp_path: Path, database_url: str, journal_dir: Path, restart_id: str
+) -> None:
+    """kill -9 after one decision was received; restart, decide the other: the run completes,
+    the approved call ran once, the denied one never, no completed step ran again."""
+    run_id = "wait-across-a-crash"
+    serve = ["--tools", "lookup,send_mail,pay", "--approve", "send_mail,pay", "--name", APP]
+    async with LocalModelServer(AutoPolicy()) as server, DBOSRuns(database_url, name=APP) as runs:
+        with Workers(tmp_path, database_url, server.base_url, journal_dir) as workers:
+            first = workers.start("worker-a", *serve)
+            await runs.enqueue(PROMPT, run_id=run_id)
+            ids = calls_by_tool(await waiting(runs, run_id))
+            await runs.approve(run_id, ids["send_mail"])
+
+            async def received() -> bool:
+                steps = await asyncio.to_thread(runs.client.list_workflow_steps, run_id)
+                return any(s["function_name"] == "DBOS.recv" and s["output"] is not None for s in steps)
+
+            await wait_for("the approval's receipt", received, workers, first)
+            first.kill()
+            assert (await waiting(runs, run_id)).pending_approvals  # still published while no one runs it
+            restarted = workers.start(restart_id, *serve)
+            await runs.deny(run_id, ids["pay"], reason="not today")
+            result = await runs.result(run_id)
+            assert restarted.process.poll() is None
+
+    assert result.status == "completed"
+    assert outcomes(result) == {"lookup": "ok", "send_mail": "ok", "pay": "denied"}
+    assert [r["tool"] for r in events(journal_dir, "tool_start")] == ["lookup", "send_mail"]
+    assert len([body for body in server.requests if is_first_request(body)]) == 1
+    assert len(events(journal_dir, "run_resumed", run_id=run_id)) == 1
