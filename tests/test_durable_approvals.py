@@ -17,10 +17,23 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from agent import Agent, ApprovalRequested, Hooks, RunResult, UsageError, approve, deny, tool
+from agent import (
+    Agent,
+    ApprovalRequested,
+    Hooks,
+    RunResult,
+    RunResumed,
+    RunStarted,
+    RunTimeoutError,
+    UsageError,
+    approve,
+    deny,
+    tool,
+)
 
 dbos = pytest.importorskip("dbos")
 
+from agent.durable._replay import ReplayGate  # noqa: E402
 from agent.durable.dbos import (  # noqa: E402
     DECISION_STEP,
     DECISION_TOPIC,
@@ -246,6 +259,43 @@ async def test_the_wait_for_approvals_is_outside_the_run_timeout(
     ):
         result = await durable.run(PROMPT, run_id="long-wait-1")
     assert result.status == "completed"
+
+
+@tool
+async def slow() -> str:
+    """Take longer than any run_timeout here."""
+    await asyncio.sleep(30)
+    return "late"
+
+
+@pytest.mark.asyncio
+async def test_run_timeout_still_bounds_the_runs_work(server: LocalModelServer, sqlite_url: str) -> None:
+    """Outside approval waits, a durable run's run_timeout ends it with RunTimeoutError."""
+    async with (
+        Agent("local", tools=[slow], base_url=server.base_url, api_key="local-key", run_timeout=0.5) as agent,
+        DBOSAgent(agent, name=APP, database_url=sqlite_url) as durable,
+    ):
+        with pytest.raises(RunTimeoutError, match=r"run_timeout of 0\.5 seconds"):
+            await durable.run(PROMPT, run_id="slow-1")
+
+
+@pytest.mark.asyncio
+async def test_approval_requested_goes_out_live_and_not_again_on_replay() -> None:
+    """The replay gate sends ApprovalRequested when its decision step runs, drops a replayed one."""
+    sent: list[object] = []
+
+    async def emit(event: object) -> None:
+        sent.append(event)
+
+    gate = ReplayGate(emit, "r", "m", (1, 0))
+    replayed, live = ApprovalRequested(1, "a", "pay", "{}"), ApprovalRequested(2, "b", "pay", "{}")
+    await gate.emit(RunStarted("r", "m"))
+    await gate.emit(replayed)
+    gate.approval_done(1, "a")
+    await gate.emit(live)
+    assert await gate.live_approval(2, "b") == live
+    gate.approval_done(2, "b")
+    assert sent == [RunResumed("r", "m", 1, 0), live]
 
 
 @pytest.mark.asyncio
