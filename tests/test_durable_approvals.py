@@ -20,6 +20,7 @@ import pytest_asyncio
 from agent import (
     Agent,
     ApprovalRequested,
+    HookError,
     Hooks,
     RunResult,
     RunResumed,
@@ -324,6 +325,20 @@ async def test_an_on_approval_hook_that_returns_garbage_denies(durable: DBOSAgen
     result = await durable.run(PROMPT, run_id="inline-2", hooks=Hooks(on_approval=lambda e: next(answers)))
     assert outcomes(result) == {"lookup": "ok", "send_mail": "denied", "pay": "denied"}
     assert RAN == ["lookup"]
+
+
+@pytest.mark.asyncio
+async def test_an_on_approval_hook_that_raises_ends_the_run_with_hook_error(durable: DBOSAgent) -> None:
+    """The hook's exception is stored with its step: the run fails with HookError, nothing ran unasked."""
+
+    def policy(event: ApprovalRequested) -> object:
+        raise RuntimeError("policy server down")
+
+    with pytest.raises(HookError, match="policy server down") as caught:
+        await durable.run(PROMPT, run_id="inline-3", hooks=Hooks(on_approval=policy))
+    assert caught.value.partial_result is not None
+    assert "send_mail:bob" not in RAN
+    assert "pay:500" not in RAN
 
 
 @pytest.mark.asyncio

@@ -664,7 +664,7 @@ class DBOSRuns:
             return _finished_info(info, document)
         if status.error is not None:
             return dataclasses.replace(info, status="failed", error=str(status.error))
-        if status.status == "PENDING":
+        if status.status in ("PENDING", "ENQUEUED"):  # enqueued: recovered from a dead worker
             read = partial(self.client.get_event, status.workflow_id, PENDING_EVENT, 0)
             pending = pending_from_json(await anyio.to_thread.run_sync(read))
             if pending:
