@@ -44,6 +44,7 @@ from agent.durable.dbos import (  # noqa: E402
     RunInfo,
 )
 from agent.localmodel import AutoPolicy, LocalModelServer  # noqa: E402
+from tests.durable_app import tool_output  # noqa: E402
 from tests.test_cli import assert_one_line_error, invoke  # noqa: E402
 from tests.test_cli_durable import LOCAL, _dbos_logs_to_current_stderr  # noqa: E402
 from tests.test_durable_crash import (  # noqa: E402
@@ -407,10 +408,10 @@ def test_agent_runs_approve_refuses_arguments_that_are_not_a_json_object(tmp_pat
 async def test_a_worker_killed_while_its_run_waits_resumes_the_wait_after_a_restart(
     tmp_path: Path, database_url: str, journal_dir: Path, restart_id: str
 ) -> None:
-    """kill -9 after one decision was received; restart, decide the other: the run completes,
-    the approved call ran once, the denied one never, no completed step ran again."""
+    """Two free calls, two waiting; kill -9 after one approval was received; restart, deny the
+    other: the approved call ran once, the denied one never, the model saw both, no step re-ran."""
     run_id = "wait-across-a-crash"
-    serve = ["--tools", "lookup,send_mail,pay", "--approve", "send_mail,pay", "--name", APP]
+    serve = ["--tools", "lookup,audit,send_mail,pay", "--approve", "send_mail,pay", "--name", APP]
     async with LocalModelServer(AutoPolicy()) as server, DBOSRuns(database_url, name=APP) as runs:
         with Workers(tmp_path, database_url, server.base_url, journal_dir) as workers:
             first = workers.start("worker-a", *serve)
@@ -431,7 +432,9 @@ async def test_a_worker_killed_while_its_run_waits_resumes_the_wait_after_a_rest
             assert restarted.process.poll() is None
 
     assert result.status == "completed"
-    assert outcomes(result) == {"lookup": "ok", "send_mail": "ok", "pay": "denied"}
-    assert [r["tool"] for r in events(journal_dir, "tool_start")] == ["lookup", "send_mail"]
+    assert outcomes(result) == {"lookup": "ok", "audit": "ok", "send_mail": "ok", "pay": "denied"}
+    assert sorted(r["tool"] for r in events(journal_dir, "tool_start")) == ["audit", "lookup", "send_mail"]
+    assert f"send_mail: {tool_output('send_mail', run_id)}" in (result.output or "")
+    assert "not today" in (result.output or "")
     assert len([body for body in server.requests if is_first_request(body)]) == 1
     assert len(events(journal_dir, "run_resumed", run_id=run_id)) == 1
