@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -438,3 +439,37 @@ async def test_a_worker_killed_while_its_run_waits_resumes_the_wait_after_a_rest
     assert "not today" in (result.output or "")
     assert len([body for body in server.requests if is_first_request(body)]) == 1
     assert len(events(journal_dir, "run_resumed", run_id=run_id)) == 1
+
+
+# ---------------------------------------------------------------- many runs waiting at once
+
+SOAK_RUNS = int(os.environ.get("AGENT_SOAK_RUNS", "10"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_many_waiting_runs_decided_at_once_all_complete(
+    server: LocalModelServer, database_url: str
+) -> None:
+    """AGENT_SOAK_RUNS runs wait at once; one client decides them all: each completes, each
+    approved call ran once, no denied one ran (prints the decisions-to-done time)."""
+    run_ids = [f"soak-{n}" for n in range(SOAK_RUNS)]
+    async with (
+        agent_for(server) as agent,
+        DBOSAgent(agent, name=APP, database_url=database_url) as durable,
+        DBOSRuns(database_url, name=APP) as runs,
+    ):
+        running = [asyncio.create_task(durable.run(PROMPT, run_id=run_id)) for run_id in run_ids]
+        waits = [calls_by_tool(await waiting(runs, run_id)) for run_id in run_ids]
+        began = time.monotonic()
+        for run_id, ids in zip(run_ids, waits, strict=True):
+            await runs.approve(run_id, ids["send_mail"], arguments={"to": run_id})
+            await runs.deny(run_id, ids["pay"])
+        results = await asyncio.gather(*running)
+        elapsed = time.monotonic() - began
+    kind = database_url.split(":", maxsplit=1)[0]
+    print(f"\n{SOAK_RUNS} waiting runs on {kind}: decided -> all done in {elapsed:.2f} s")
+    assert all(outcomes(result)["pay"] == "denied" for result in results)
+    assert sorted(RAN) == sorted(["lookup"] * SOAK_RUNS + [f"send_mail:{run_id}" for run_id in run_ids])
