@@ -35,6 +35,7 @@ from agent import (
 
 dbos = pytest.importorskip("dbos")
 
+from agent.durable._json import decision_to_json  # noqa: E402
 from agent.durable._replay import ReplayGate  # noqa: E402
 from agent.durable.dbos import (  # noqa: E402
     DECISION_STEP,
@@ -225,13 +226,32 @@ async def test_hostile_messages_never_approve_and_the_run_keeps_waiting(durable:
 
 
 @pytest.mark.asyncio
+async def test_a_decided_call_leaves_the_published_list_and_is_refused_again(durable: DBOSAgent) -> None:
+    """Once the run received a call's decision, show lists only the others and approve refuses it."""
+    running = asyncio.create_task(durable.run(PROMPT, run_id="decided-1"))
+    async with DBOSRuns(durable.database_url, name=APP) as runs:
+        ids = calls_by_tool(await waiting(runs, "decided-1"))
+        await runs.deny("decided-1", ids["pay"])
+        deadline = time.monotonic() + DEADLINE
+        while len((await waiting(runs, "decided-1")).pending_approvals) == 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert calls_by_tool(await waiting(runs, "decided-1")) == {"send_mail": ids["send_mail"]}
+        with pytest.raises(UsageError, match=f"does not wait for call '{ids['pay']}'"):
+            await runs.approve("decided-1", ids["pay"])
+        await runs.deny("decided-1", ids["send_mail"])
+    await running
+    assert RAN == ["lookup"]
+
+
+@pytest.mark.asyncio
 async def test_the_first_decision_for_a_call_wins(durable: DBOSAgent) -> None:
     """A call denied then approved stays denied (the run reads its messages in order)."""
     running = asyncio.create_task(durable.run(PROMPT, run_id="first-1"))
     async with DBOSRuns(durable.database_url, name=APP) as runs:
         ids = calls_by_tool(await waiting(runs, "first-1"))
         await runs.deny("first-1", ids["pay"])
-        await runs.approve("first-1", ids["pay"])  # still waiting for send_mail: accepted, ignored
+        second = decision_to_json(ids["pay"], approve())  # sent raw: approve() would refuse it
+        await asyncio.to_thread(runs.client.send, "first-1", second, DECISION_TOPIC)
         await runs.deny("first-1", ids["send_mail"])
     result = await running
     assert outcomes(result)["pay"] == "denied"

@@ -235,6 +235,9 @@ class _DBOSEngine:
                     self.inner.log.warning("approval.ignored", turn=turn, message=repr(message)[:200])
                     continue
                 decisions[decoded[0]] = decoded[1]
+                undecided = [each for each in pending if each.call_id not in decisions]
+                if undecided:  # show what is still awaited; approve/deny refuse the rest
+                    await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, undecided))
         await DBOS.set_event_async(PENDING_EVENT, None)
         return decisions
 
