@@ -481,8 +481,11 @@ class DBOSAgent:
         return await _wait_for(run_id, read, 0.1, self._output_type)
 
     async def approve(self, run_id: str, call_id: str, *, arguments: Mapping[str, Any] | None = None) -> None:
-        """Approve call ``call_id`` of run ``run_id``, waiting for it (with ``arguments`` instead
-        of the model's, if given); the run goes on once all its waiting calls are decided."""
+        """Approve call ``call_id``, which run ``run_id`` waits for (with ``arguments`` instead of
+        the model's, if given); the run goes on once all its waiting calls are decided.
+
+        Raises ``UsageError`` if the run does not wait for that call now (unknown, or decided).
+        """
         await self._decide(run_id, call_id, _approval(arguments))
 
     async def deny(self, run_id: str, call_id: str, *, reason: str = "") -> None:
