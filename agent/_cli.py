@@ -235,20 +235,49 @@ def worker(
 
 @app.command()
 def runs(
-    action: Annotated[str, typer.Argument(help="list, or show (with a run id).")] = "list",
+    action: Annotated[
+        str, typer.Argument(help="list; show RUN_ID; approve or deny RUN_ID CALL_ID.")
+    ] = "list",
     run_id: Annotated[str | None, typer.Argument(help="The run to show.", show_default=False)] = None,
+    call_id: Annotated[str | None, typer.Argument(help="The call to decide.", show_default=False)] = None,
     durable: DurableOption = None,
     name: NameOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Runs to list, newest first.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+    arguments: Annotated[
+        str | None, typer.Option(help="approve: run the call with these arguments (a JSON object).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="deny: why (the model reads it).")] = "",
     verbose: VerboseOption = False,
 ) -> None:
-    """The durable runs of an application: a table, or one run in detail."""
-    if action not in ("list", "show") or (action == "show") != (run_id is not None):
-        _fail("usage: agent runs [list | show RUN_ID]", code=2)
+    """The durable runs of an application: a table, one run in detail, or a decision for a call."""
+    deciding = action in ("approve", "deny")
+    if (
+        action not in ("list", "show", "approve", "deny")
+        or (action != "list") != (run_id is not None)
+        or deciding != (call_id is not None)
+    ):
+        _fail("usage: agent runs [list | show RUN_ID | approve RUN_ID CALL_ID | deny RUN_ID CALL_ID]", code=2)
     url = _durable_url(durable)
     _require_dbos()
     from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    if deciding:
+        run, call, approved = run_id or "", call_id or "", action == "approve"
+        _guarded(
+            lambda: _cli_durable.decide_run(
+                database_url=url,
+                name=name,
+                run_id=run,
+                call_id=call,
+                approved=approved,
+                arguments=arguments,
+                reason=reason,
+            ),
+            verbose,
+        )
+        _note(f"{'approved' if approved else 'denied'} {call} of run {run}")
+        return
 
     if run_id is None:
         infos = _guarded(lambda: _cli_durable.list_runs(database_url=url, name=name, limit=limit), verbose)
