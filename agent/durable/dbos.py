@@ -26,15 +26,13 @@ import asyncio
 import contextvars
 import dataclasses
 import json
-import math
 import os
 import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -57,7 +55,7 @@ from dbos._dbos import _get_dbos_instance
 from agent._agent import Agent, Decide, _decider
 from agent._approvals import Decision, PendingApproval, approve, deny
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
-from agent._errors import AgentError, HookError, RunError, RunTimeoutError, UsageError
+from agent._errors import AgentError, HookError, RunError, UsageError
 from agent._events import (
     ApprovalRequested,
     Hooks,
@@ -180,7 +178,6 @@ class _DBOSEngine:
     inner: InProcessEngine
     gate: ReplayGate
     limits: Limits
-    clock: _RunClock
     decide: Decide | None = None
     """The ``on_approval`` hook, called inside its decision step."""
     approval_timeout: float | None = None
@@ -223,21 +220,21 @@ class _DBOSEngine:
         await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, pending))
         waiting = {each.call_id for each in pending}
         decisions: dict[str, Decision] = {}
-        with self.clock.stopped():
-            while waiting - decisions.keys():
-                message = await DBOS.recv_async(DECISION_TOPIC, timeout_seconds=self._recv_timeout(began))
-                if message is None:  # the recv timed out (recorded: a replay does the same)
-                    if self.approval_timeout is not None:
-                        break
-                    continue
-                decoded = decision_from_json(message)
-                if decoded is None or decoded[0] not in waiting or decoded[0] in decisions:
-                    self.inner.log.warning("approval.ignored", turn=turn, message=repr(message)[:200])
-                    continue
-                decisions[decoded[0]] = decoded[1]
-                undecided = [each for each in pending if each.call_id not in decisions]
-                if undecided:  # show what is still awaited; approve/deny refuse the rest
-                    await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, undecided))
+        # (the loop stops the run's run_timeout while this waits: days are not its work)
+        while waiting - decisions.keys():
+            message = await DBOS.recv_async(DECISION_TOPIC, timeout_seconds=self._recv_timeout(began))
+            if message is None:  # the recv timed out (recorded: a replay does the same)
+                if self.approval_timeout is not None:
+                    break
+                continue
+            decoded = decision_from_json(message)
+            if decoded is None or decoded[0] not in waiting or decoded[0] in decisions:
+                self.inner.log.warning("approval.ignored", turn=turn, message=repr(message)[:200])
+                continue
+            decisions[decoded[0]] = decoded[1]
+            undecided = [each for each in pending if each.call_id not in decisions]
+            if undecided:  # show what is still awaited; approve/deny refuse the rest
+                await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, undecided))
         await DBOS.set_event_async(PENDING_EVENT, None)
         return decisions
 
@@ -246,28 +243,6 @@ class _DBOSEngine:
         if self.approval_timeout is None:
             return _RECV_CHUNK
         return max(0.0, began + self.approval_timeout - time.time())
-
-
-@dataclass(slots=True)
-class _RunClock:
-    """A durable run's ``run_timeout``: it bounds the run's work, and stops while it waits for
-    approvals (a run may wait for days)."""
-
-    scope: anyio.CancelScope
-
-    @classmethod
-    def starting(cls, seconds: float | None) -> _RunClock:
-        deadline = math.inf if seconds is None else anyio.current_time() + seconds
-        return cls(anyio.CancelScope(deadline=deadline))
-
-    @contextmanager
-    def stopped(self) -> Iterator[None]:
-        deadline, began = self.scope.deadline, anyio.current_time()
-        self.scope.deadline = math.inf
-        try:
-            yield
-        finally:
-            self.scope.deadline = deadline + (anyio.current_time() - began)
 
 
 _RUN: contextvars.ContextVar[_DBOSEngine] = contextvars.ContextVar("agent_durable_run")
@@ -522,35 +497,27 @@ class DBOSAgent:
         inner = InProcessEngine.for_run(
             agent._client, settings.execution, run_id=run_id, deps=deps, emit=gate.emit, log=log
         )
-        # run_timeout counts per execution (a recovery starts afresh), without approval waits.
-        clock = _RunClock.starting(agent.settings.run_timeout)
-        engine = _DBOSEngine(
-            inner, gate, agent.settings.limits, clock, _decider(hooks), self._approval_timeout
-        )
+        engine = _DBOSEngine(inner, gate, agent.settings.limits, _decider(hooks), self._approval_timeout)
         token = _RUN.set(engine)
-        result: RunResult | None = None
         try:
-            with clock.scope:
-                result = await agent._run_on(
-                    engine,
-                    input,
-                    run_id=run_id,
-                    emit=gate.emit,
-                    log=log,
-                    stream=stream,
-                    settings=settings,
-                    deps=deps,
-                    decide=engine.decided_inline,
-                )
+            result = await agent._run_on(
+                engine,
+                input,
+                run_id=run_id,
+                emit=gate.emit,
+                log=log,
+                stream=stream,
+                # per execution (a recovery starts afresh); a wait for approvals does not count
+                run_timeout=agent.settings.run_timeout,
+                settings=settings,
+                deps=deps,
+                decide=engine.decided_inline,
+            )
         except AgentError as exc:
             partial_result = result_to_json(exc.partial_result) if exc.partial_result else None
             return {"error": error_to_json(exc), "partial_result": partial_result}
         finally:
             _RUN.reset(token)
-        if result is None:  # the clock's scope ran out
-            seconds = agent.settings.run_timeout
-            timeout = RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
-            return {"error": error_to_json(timeout), "partial_result": None}
         return {"result": result_to_json(result)}
 
 
