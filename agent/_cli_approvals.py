@@ -5,16 +5,19 @@ On a terminal (stdin and stderr both are) each call that needs approval is asked
 time: ``y`` runs it, ``n`` denies it (with an optional reason), ``e`` runs it with arguments
 typed anew (JSON, validated like the model's). Only ``y`` (or ``yes``), or valid edited
 arguments, approve: an empty line or anything else asks again, and the end of the input denies.
-The question is asked in a worker thread, so the run's other calls go on meanwhile.
+The question is asked in a daemon thread, so the run's other calls go on meanwhile (and Ctrl-C
+ends the command at once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -104,7 +109,7 @@ class TerminalApprover:
     async def __call__(self, event: ApprovalRequested) -> Decision:
         """Ask about ``event``'s call without blocking the event loop."""
         with self._pause():
-            return await anyio.to_thread.run_sync(self.ask, event, abandon_on_cancel=True)
+            return await in_daemon_thread(self.ask, event)
 
     def ask(self, event: ApprovalRequested) -> Decision:
         """Ask about one call until the answer is clear (blocking); the end of the input denies."""
@@ -159,6 +164,35 @@ class TerminalApprover:
     def _say(self, line: str) -> None:
         self._output.write(line + "\n")
         self._output.flush()
+
+
+async def in_daemon_thread(
+    function: Callable[[ApprovalRequested], Decision], event: ApprovalRequested
+) -> Decision:
+    """``function(event)`` in a daemon thread, awaited without blocking the event loop.
+
+    Not ``anyio.to_thread``: its threads are not daemons, and one blocked reading a terminal
+    would keep the process alive after Ctrl-C until the person pressed Enter. Abandoned when
+    the waiting task is cancelled (the thread then ends with the process).
+    """
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[Decision | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(function(event))
+        except BaseException as exc:  # handed to the waiting task, raised there
+            outcome.append(exc)
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody waits any more
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="approval prompt", daemon=True).start()
+    await done.wait()
+    [result] = outcome
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def shown(arguments: str) -> str:
