@@ -1,11 +1,12 @@
-"""The ``agent`` command: ``demo``, ``run``, ``tools``, ``serve-local``, and the durable ``worker``
-and ``runs`` (built on typer and rich).
+"""The ``agent`` command: ``demo``, ``run``, ``resume``, ``tools``, ``serve-local``, and the durable
+``worker`` and ``runs`` (built on typer and rich).
 
 Results go to stdout, everything else (progress, logs, errors) to stderr, so the answer can be
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
 model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
 it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
-live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra).
+live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra);
+approvals (the terminal prompt, pausing, ``resume``'s decisions) in ``agent._cli_approvals``.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def run(
         if run_id is not None or enqueue:
             _fail("--run-id and --enqueue need --durable URL (or AGENT_DURABLE_URL)", code=2)
         runner = _in_process(prompt, stream=output.stream, approvals=approvals)
-    elif approvals != Approvals(tools=approvals.tools):
+    elif approvals.given:
         _fail(
             "--approve-all, --deny-all and --state-file are for runs in this process, not --durable", code=2
         )

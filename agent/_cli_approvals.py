@@ -244,6 +244,11 @@ class Approvals:
         if self.approve_all and self.deny_all:
             fail("use either --approve-all or --deny-all, not both", code=2)
 
+    @property
+    def given(self) -> bool:
+        """Whether any of ``--approve-all``, ``--deny-all``, ``--state-file`` was given."""
+        return self.approve_all or self.deny_all or self.state_file is not None
+
     def policy(
         self, registry: ToolRegistry, pause: Callable[[], AbstractContextManager[Any]]
     ) -> OnApproval | None:
