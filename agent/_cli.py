@@ -213,9 +213,7 @@ def run(
 
 @app.command()
 def resume(
-    state_path: Annotated[
-        Path, typer.Argument(metavar="STATE_FILE", help="The saved state of a paused run (--state-file).")
-    ],
+    state_file: Annotated[Path, typer.Argument(help="The saved state of a paused run (--state-file).")],
     approve: Annotated[
         list[str] | None, typer.Option("--approve", metavar="CALL_ID", help="Run this waiting call.")
     ] = None,
@@ -225,7 +223,7 @@ def resume(
     ] = None,
     approve_all: ApproveAllOption = False,
     deny_all: DenyAllOption = False,
-    state_file: StateFileOption = None,
+    save_state: StateFileOption = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: the paused run's).")] = None,
     tools: ToolsOption = None,
     instructions: InstructionsOption = None,
@@ -245,11 +243,11 @@ def resume(
     """
     _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
-    approvals = Approvals(approve_all, deny_all, state_file, tools=tools or [])
+    approvals = Approvals(approve_all, deny_all, save_state, tools=tools or [])
     registry = load_tools(tools or ["builtin"])
-    state = read_state(state_path)
+    state = read_state(state_file)
     decisions = resume_decisions_for(state, registry, approve or [], deny or [], approvals)
-    runner = resume_runner(state_path, state, decisions, approvals, stream=output.stream)
+    runner = resume_runner(state_file, state, decisions, approvals, stream=output.stream)
     options = _agent_options(model or str(state.get("model", "gpt-4.1")), instructions, max_turns, metadata)
     _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
 

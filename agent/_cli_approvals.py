@@ -243,6 +243,8 @@ class Approvals:
     def __post_init__(self) -> None:
         if self.approve_all and self.deny_all:
             fail("use either --approve-all or --deny-all, not both", code=2)
+        if self.state_file is not None and not self.state_file.absolute().parent.is_dir():
+            fail(f"--state-file {self.state_file}: no such directory", code=2)
 
     @property
     def given(self) -> bool:
@@ -298,7 +300,7 @@ def _approve_all(event: ApprovalRequested) -> Decision:
 
 
 def _deny_all(event: ApprovalRequested) -> Decision:
-    note(f"denied {_printable(event.tool_name)} ({event.call_id}): --deny-all")
+    note(f"denied {event.tool_name} ({event.call_id}): --deny-all")
     return deny(DENIED_ALL)
 
 
@@ -458,8 +460,9 @@ def _reason(entry: str) -> tuple[str, str]:
 
 
 def note(line: str) -> None:
-    """One line on stderr, as it is."""
-    _stderr.print(line, soft_wrap=True, markup=False, highlight=False)
+    """One line on stderr, as it is, but for what a terminal would act on (call ids come from
+    the model)."""
+    _stderr.print(_printable(line), soft_wrap=True, markup=False, highlight=False)
 
 
 def fail(message: str, *, code: int) -> NoReturn:

@@ -177,6 +177,37 @@ def test_approve_all_with_deny_all_exits_2(journal: Path) -> None:
     assert ran(journal) == []
 
 
+def test_a_state_file_in_a_missing_directory_exits_2_before_the_run(journal: Path, tmp_path: Path) -> None:
+    """--state-file where no file can be written is refused before anything runs."""
+    state_file = tmp_path / "missing" / "run.json"
+    result = invoke("run", PROMPT, "--tools", TOOLS, "--state-file", str(state_file), journal=journal)
+    assert result.exit_code == 2
+    assert "no such directory" in result.stderr
+    assert ran(journal) == []
+
+
+def test_call_ids_from_the_model_reach_stderr_escaped(journal: Path, tmp_path: Path) -> None:
+    """A call id holding an escape sequence is printed escaped in the pause's lines."""
+    script = ScriptPolicy(
+        [
+            [
+                {
+                    "type": "function_call",
+                    "call_id": "call_\x1b[2J",
+                    "name": "pay",
+                    "arguments": '{"amount": 500}',
+                }
+            ]
+        ]
+    )
+    with LocalModelServer(script) as server:
+        env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "local"}
+        result = invoke("run", "go", "--tools", TOOLS, journal=journal, env=env)
+    assert result.exit_code == 4
+    assert "pay (call_\\u001b[2J)" in result.stderr
+    assert "\x1b" not in result.stderr
+
+
 def test_approval_flags_with_durable_exit_2(journal: Path, tmp_path: Path) -> None:
     """--approve-all, --deny-all and --state-file are for runs in this process: with --durable, exit 2."""
     durable = f"sqlite:///{tmp_path / 'runs.sqlite'}"
