@@ -1,15 +1,17 @@
-"""The ``agent`` command: ``demo``, ``run``, ``tools``, ``serve-local``, and the durable ``worker``
-and ``runs`` (built on typer and rich).
+"""The ``agent`` command: ``demo``, ``run``, ``resume``, ``tools``, ``serve-local``, and the durable
+``worker`` and ``runs`` (built on typer and rich).
 
 Results go to stdout, everything else (progress, logs, errors) to stderr, so the answer can be
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
 model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
 it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
-live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra).
+live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra);
+approvals (the terminal prompt, pausing, ``resume``'s decisions) in ``agent._cli_approvals``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import ipaddress
@@ -33,9 +35,20 @@ from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from agent._agent import DEFAULT_BASE_URL, Agent
+from agent._cli_approvals import (
+    PAUSED_EXIT,
+    Approvals,
+    ApproveAllOption,
+    DenyAllOption,
+    StateFileOption,
+    read_state,
+    resume_decisions_for,
+    resume_runner,
+)
 from agent._cli_mcp import serve_mcp_command
 from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
+from agent._events import Hooks, OnApproval
 from agent._logging import LogFormat, make_logger
 from agent._otel import export_traces
 from agent._registry import ToolRegistry
@@ -55,7 +68,7 @@ from agent.localmodel import (
     serve,
 )
 
-__all__ = ["INCOMPLETE_EXIT", "app", "main"]
+__all__ = ["INCOMPLETE_EXIT", "PAUSED_EXIT", "app", "main"]
 
 INCOMPLETE_EXIT = 3
 """Exit code of a run whose last response was cut short (``status: incomplete``)."""
@@ -162,6 +175,9 @@ def run(
         bool, typer.Option("--enqueue", help="Only enqueue the durable run for a worker; print its id.")
     ] = False,
     name: NameOption = None,
+    approve_all: ApproveAllOption = False,
+    deny_all: DenyAllOption = False,
+    state_file: StateFileOption = None,
     json_output: JsonOption = False,
     stream: StreamOption = True,
     log_format: LogFormatOption = "console",
@@ -170,23 +186,70 @@ def run(
 ) -> None:
     """One run with the builtin tools (or --tools); prints the final answer on stdout.
 
-    With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database.
+    With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database. Calls that
+    need approval are asked for on a terminal; elsewhere, without --approve-all or --deny-all,
+    the run pauses (exit 4) and `agent resume` goes on from its --state-file.
     """
     _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
+    approvals = Approvals(approve_all, deny_all, state_file, tools=tools or [])
     if durable is None:
         if run_id is not None or enqueue:
             _fail("--run-id and --enqueue need --durable URL (or AGENT_DURABLE_URL)", code=2)
-        runner = _in_process(prompt, stream=output.stream)
+        runner = _in_process(prompt, stream=output.stream, approvals=approvals)
+    elif approvals.given:
+        _fail(
+            "--approve-all, --deny-all and --state-file are for runs in this process, not --durable", code=2
+        )
     elif enqueue:
         _enqueue_command(prompt, durable, name, run_id, output)
         return
     else:
         runner = _durable_runner(prompt, durable, name, run_id)
     registry = load_tools(tools or ["builtin"])
-    _run_command(
-        registry, AutoPolicy(), output, _agent_options(model, instructions, max_turns, metadata), runner
-    )
+    options = _agent_options(model, instructions, max_turns, metadata)
+    _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
+
+
+@app.command()
+def resume(
+    state_file: Annotated[Path, typer.Argument(help="The saved state of a paused run (--state-file).")],
+    approve: Annotated[
+        list[str] | None, typer.Option("--approve", metavar="CALL_ID", help="Run this waiting call.")
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", metavar="CALL_ID[=REASON]", help="Do not run this waiting call."),
+    ] = None,
+    approve_all: ApproveAllOption = False,
+    deny_all: DenyAllOption = False,
+    save_state: StateFileOption = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the paused run's).")] = None,
+    tools: ToolsOption = None,
+    instructions: InstructionsOption = None,
+    max_turns: MaxTurnsOption = 20,
+    metadata: MetadataOption = None,
+    json_output: JsonOption = False,
+    stream: StreamOption = True,
+    log_format: LogFormatOption = "console",
+    verbose: VerboseOption = False,
+    otel: OtelOption = False,
+) -> None:
+    """Resume a run that paused for approvals, from its STATE_FILE; prints the answer like `agent run`.
+
+    Give the paused run's --tools. A waiting call not named by --approve or --deny is decided by
+    --approve-all/--deny-all, else asked for on a terminal, else denied. What the resume runs is
+    written back to STATE_FILE, so resuming it again does not run an approved call twice.
+    """
+    _export_traces(otel)
+    output = _Output(json_output, stream, log_format, verbose)
+    approvals = Approvals(approve_all, deny_all, save_state, tools=tools or [])
+    registry = load_tools(tools or ["builtin"])
+    state = read_state(state_file)
+    decisions = resume_decisions_for(state, registry, approve or [], deny or [], approvals)
+    runner = resume_runner(state_file, state, decisions, approvals, stream=output.stream)
+    options = _agent_options(model or str(state.get("model", "gpt-4.1")), instructions, max_turns, metadata)
+    _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
 
 
 @app.command()
@@ -423,6 +486,7 @@ def _run_command(
     runner: Runner,
     *,
     where: Callable[..., AbstractContextManager[Endpoint]] | None = None,
+    approvals: Approvals | None = None,
 ) -> None:
     display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
     logger, watch = cli_logger(display, output.format(), verbose=output.verbose)
@@ -436,9 +500,10 @@ def _run_command(
                     return await runner(agent, display)
 
         result = _guarded(go, output.verbose, as_json=output.json, sent=lambda: watch.requests)
-    display.finish(
-        result, as_json=to_json(result_to_json(result), indent=2).decode() if output.json else None
-    )
+    as_json = to_json(result_to_json(result), indent=2).decode() if output.json else None
+    if result.status == "awaiting_approval":
+        (approvals or Approvals()).paused(result, display, as_json)  # exits 4
+    display.finish(result, as_json=as_json)
     if result.status == "incomplete":
         reason = result.incomplete_reason or "no reason given"
         _fail(f"the response was cut short (status incomplete: {reason})", code=INCOMPLETE_EXIT)
@@ -507,9 +572,10 @@ def _agent_options(
     }
 
 
-def _in_process(prompt: str, *, stream: bool) -> Runner:
+def _in_process(prompt: str, *, stream: bool, approvals: Approvals | None = None) -> Runner:
     async def runner(agent: Agent, display: RunDisplay) -> RunResult:
-        return await _watched_run(agent, prompt, display, stream=stream)
+        on_approval = approvals.policy(agent.tools, display.paused) if approvals else None
+        return await _watched_run(agent, prompt, display, stream=stream, on_approval=on_approval)
 
     return runner
 
@@ -570,11 +636,13 @@ def _note(line: str, *, style: str | None = None) -> None:
     stderr.print(line, soft_wrap=True, markup=False, highlight=False, style=style)
 
 
-async def _watched_run(agent: Agent, prompt: str, display: RunDisplay, *, stream: bool) -> RunResult:
+async def _watched_run(
+    agent: Agent, prompt: str, display: RunDisplay, *, stream: bool, on_approval: OnApproval | None = None
+) -> RunResult:
     """Run with ``display`` watching: every event when streaming, tool hooks otherwise."""
     if not stream:
-        return await agent.run(prompt, hooks=display.hooks())
-    async with agent.run_stream(prompt) as events:
+        return await agent.run(prompt, hooks=dataclasses.replace(display.hooks(), on_approval=on_approval))
+    async with agent.run_stream(prompt, hooks=Hooks(on_approval=on_approval)) as events:
         async for event in events:
             display.handle(event)
     if events.result is None:  # pragma: no cover - run_stream raises instead
