@@ -39,6 +39,7 @@ from agent._errors import (
     RunTimeoutError,
     ToolDefinitionError,
     ToolError,
+    ToolSourceError,
     UnansweredToolCallError,
     UsageError,
 )
@@ -65,6 +66,7 @@ from agent._result import OutcomeKind, RunResult, ToolCallRecord, Usage
 from agent._retry import RetryPolicy
 from agent._run_stream import RunStream
 from agent._settings import ModelSettings
+from agent._sources import ToolSource
 from agent._tools import ArgumentsError, Tool, ToolContext, tool
 
 __all__ = [
@@ -116,6 +118,8 @@ __all__ = [
     "ToolError",
     "ToolProgress",
     "ToolRegistry",
+    "ToolSource",
+    "ToolSourceError",
     "TurnFinished",
     "UnansweredToolCallError",
     "Usage",

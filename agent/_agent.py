@@ -34,6 +34,7 @@ from agent._result import JSONObject, RunResult
 from agent._retry import RetryPolicy
 from agent._run_stream import RunStream, open_run_stream
 from agent._settings import NO_SETTINGS, ModelSettings
+from agent._sources import Snapshots, close_unheld
 from agent._threads import LoopLocalLimiter
 from agent._urls import shown_url
 from agent._wire import input_items
@@ -144,6 +145,8 @@ class Agent:
         _check_timeout(run_timeout)
         self.model = model
         self._tools = ToolRegistry([tools] if isinstance(tools, ToolRegistry) else tools)
+        self._snapshots = Snapshots(self._tools, self._tools.sources) if self._tools.sources else None
+        """Each run's tools when some come from tool sources (MCP servers), listed at run start."""
         self.base_url = _checked_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self.stream = stream
         limits = limits or Limits()
@@ -191,6 +194,8 @@ class Agent:
         )
         self._client = self._new_client()
         self._closed = False
+        self._current: tuple[ToolRegistry, LoopSettings, LoopSettings] | None = None
+        """The last run's settings with its tool sources' tools, reused while both are unchanged."""
         self._tracing = Tracing.for_agent(
             name=name, model=model, base_url=self.base_url, content=trace_content, provider=tracer_provider
         )
@@ -205,7 +210,14 @@ class Agent:
         return f"Agent(model={self.model!r}, base_url={shown!r}, tools={self._tools.names})"
 
     async def __aenter__(self) -> Self:
+        """Open the tool sources (MCP servers) now, so that one that cannot start fails here."""
         self._check_open()
+        if self._snapshots is not None:
+            try:
+                await self._snapshots.current()
+            except BaseException:
+                await close_unheld(self._tools.sources)
+                raise
         return self
 
     async def __aexit__(
@@ -217,13 +229,15 @@ class Agent:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool; the agent refuses runs afterwards.
+        """Close the connection pool and the tool sources; the agent refuses runs afterwards.
 
         Runs still in flight fail at their next request with :class:`AgentClosedError`
-        (``partial_result`` set); runs waiting for admission fail as they are admitted.
+        (``partial_result`` set); runs waiting for admission fail as they are admitted. A tool
+        source held open by your own ``async with source:`` stays open.
         """
         self._closed = True
         await self._client.aclose()
+        await close_unheld(self._tools.sources)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -343,6 +357,8 @@ class Agent:
             return await self._run(client, settings, input, deps, emit, self.stream, run_timeout, run_id)
         finally:
             await client.aclose()
+            # This event loop ends with the call: so do the connections made on it.
+            await close_unheld(self._tools.sources)
 
     async def _run(
         self,
@@ -363,8 +379,10 @@ class Agent:
             seconds = self.settings.run_timeout if run_timeout is None else run_timeout
             run_id = run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
             log = self._log.bind(run_id=run_id)
-            execution = self.settings.execution
-            engine = InProcessEngine.for_run(client, execution, run_id=run_id, deps=deps, emit=emit, log=log)
+            settings = await self._with_current_tools(settings)
+            engine = InProcessEngine.for_run(
+                client, settings.execution, run_id=run_id, deps=deps, emit=emit, log=log
+            )
             return await self._run_on(
                 engine,
                 input,
@@ -375,6 +393,22 @@ class Agent:
                 run_timeout=seconds,
                 settings=settings,
             )
+
+    async def _with_current_tools(self, settings: LoopSettings) -> LoopSettings:
+        """``settings`` with the tool sources' current tools added (itself when there are none).
+
+        Raises ToolSourceError when a source cannot list its tools, ToolDefinitionError on a clash.
+        """
+        if self._snapshots is None:
+            return settings
+        tools = await self._snapshots.current()
+        cached = self._current
+        if cached is not None and cached[0] is tools and cached[1] is settings:
+            return cached[2]
+        execution = dataclasses.replace(settings.execution, tools=tools)
+        current = dataclasses.replace(settings, wire_tools=tools.wire(), execution=execution)
+        self._current = (tools, settings, current)
+        return current
 
     async def _run_on(
         self,
@@ -393,7 +427,7 @@ class Agent:
         ``settings``: this run's loop settings (default: the agent's).
         """
         run = Run(settings or self.settings, engine, RunState(items=input_items(input)), emit, log, stream)
-        log.info("run.start", model=self.model, tools=len(self._tools), stream=stream)
+        log.info("run.start", model=self.model, tools=len(run.settings.execution.tools), stream=stream)
         try:
             await emit(RunStarted(run_id=run_id, model=self.model))
             result = await self._tracing.run(run_id, partial(run.turns_within, run_timeout))

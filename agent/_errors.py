@@ -211,6 +211,12 @@ class ToolDefinitionError(UsageError):
     """A tool cannot be described to the model (bad signature, impossible strict schema, clash)."""
 
 
+class ToolSourceError(AgentError):
+    """A tool source (an MCP server) could not list its tools: it did not start, did not answer
+    within its ``connect_timeout``, or refused. Raised when a run (or the agent's ``async with``)
+    starts; once listed, a server that dies only fails the calls made to it."""
+
+
 class UnansweredToolCallError(UsageError):
     """A request would leave a ``function_call`` without its ``function_call_output``.
 

@@ -56,6 +56,8 @@ EXPECTED = {
     "ToolDefinitionError",
     "ToolError",
     "ToolRegistry",
+    "ToolSource",
+    "ToolSourceError",
     "UnansweredToolCallError",
     "Usage",
     "UsageError",

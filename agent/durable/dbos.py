@@ -365,9 +365,9 @@ class DBOSAgent:
         gate = ReplayGate(partial(dispatch_to_hooks, hooks), run_id, agent.model, done)
         log = agent._log.bind(run_id=run_id, executor_id=self.executor_id)
         deps = self._deps() if self._deps is not None else None
-        execution = agent.settings.execution
+        settings = await agent._with_current_tools(agent.settings)
         inner = InProcessEngine.for_run(
-            agent._client, execution, run_id=run_id, deps=deps, emit=gate.emit, log=log
+            agent._client, settings.execution, run_id=run_id, deps=deps, emit=gate.emit, log=log
         )
         engine = _DBOSEngine(inner, gate, agent.settings.limits)
         token = _RUN.set(engine)
@@ -380,6 +380,7 @@ class DBOSAgent:
                 log=log,
                 stream=stream,
                 run_timeout=agent.settings.run_timeout,  # per execution: a recovery starts afresh
+                settings=settings,
             )
         except AgentError as exc:
             partial_result = result_to_json(exc.partial_result) if exc.partial_result else None
