@@ -74,7 +74,8 @@ class HTTPServerProcess:
         self.log.close()
 
     def restart(self) -> HTTPServerProcess:
-        """A new server process on the same port (this one must be gone)."""
+        """A new server process on the same port, once this one is stopped."""
+        self.stop()
         return start_http_server(journal=self.journal, port=self.port)
 
     def output(self) -> str:

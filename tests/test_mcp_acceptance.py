@@ -1,0 +1,551 @@
+"""Issue 10's acceptance for the MCP client: real MCP server processes (stdio and streamable HTTP)
+as tool sources of agents running on the local model server.
+
+The server is `tests/mcp_fixture_server.py`; `AutoPolicy` calls the tools a prompt names, with the
+numbers and quoted strings it holds (`slow with seconds 60 and tag "k"` calls `slow(60, "k")`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import pytest
+from structlog.testing import LogCapture
+
+from agent import Agent, RunResult, ToolCallRecord, ToolDefinitionError, tool
+from agent.localmodel import AutoPolicy, LocalModelServer
+from agent.mcp import MCPTools, mcp_http, mcp_stdio
+from tests._mcp_processes import (
+    HTTPServerProcess,
+    eventually,
+    fixture_processes,
+    http_server,
+    start_http_server,
+    stdio_command,
+)
+from tests._support import FAST_RETRY, capturing_logger
+from tests.mcp_fixture_server import PNG_BASE64
+
+Transport = Literal["stdio", "http"]
+TRANSPORTS: list[Transport] = ["stdio", "http"]
+BACKENDS = ["asyncio", "trio"]
+SOAK_RUNS = int(os.environ.get("AGENT_SOAK_RUNS", "500"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio; the tests about tasks and cancel scopes parametrize trio as well."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LocalModelServer]:
+    with LocalModelServer(AutoPolicy(), max_requests=100_000) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the fixture servers' `slow` leaves its traces (tags are unique per test)."""
+    return tmp_path_factory.mktemp("journal")
+
+
+@pytest.fixture(scope="module")
+def shared_http(journal: Path) -> Iterator[HTTPServerProcess]:
+    """One HTTP fixture server for the tests that neither kill nor change it."""
+    with http_server(journal) as server:
+        yield server
+
+
+@dataclass
+class Servers:
+    """Makes sources of the fixture server: a new process over stdio, or the shared HTTP one."""
+
+    journal: Path
+    http: HTTPServerProcess
+
+    def source(self, transport: Transport, **options: Any) -> MCPTools:
+        if transport == "stdio":
+            return mcp_stdio(stdio_command(self.journal), **options)
+        return mcp_http(self.http.url, **options)
+
+
+@pytest.fixture
+def servers(journal: Path, shared_http: HTTPServerProcess) -> Servers:
+    return Servers(journal, shared_http)
+
+
+def agent_for(model: LocalModelServer, *tools: Any, **options: Any) -> Agent:
+    """An agent on the local model whose tools are `tools` (MCP sources among them)."""
+    options.setdefault("retry", FAST_RETRY)
+    return Agent("local", tools=list(tools), base_url=model.base_url, api_key="x", **options)
+
+
+def only_call(result: RunResult) -> ToolCallRecord:
+    (record,) = result.tool_calls
+    return record
+
+
+def tag() -> str:
+    """A fresh journal tag (letters first: the local model must read it as a string, not a number)."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+async def server_pid(agent: Agent) -> int:
+    """The pid of the process serving the agent's `pid` tool (a run of its own)."""
+    record = only_call(await agent.run("pid"))
+    assert record.kind == "ok", record
+    return int(record.output)
+
+
+async def kill_when_started(start_file: Path, pid: int) -> None:
+    """kill -9 `pid` once `slow` has written its start file."""
+    await eventually(start_file.exists, timeout=20, what=f"{start_file.name} written")
+    os.kill(pid, signal.SIGKILL)
+
+
+# 1. A full run whose tools come from an MCP server process.
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", BACKENDS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_run_uses_the_tools_of_an_mcp_server(
+    anyio_backend: str, transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """A run on the local model calls the server's tool; the record is ok, the answer quotes it."""
+    async with agent_for(model, servers.source(transport)) as agent:
+        result = await agent.run('Please echo "hello from mcp"')
+    assert [(c.name, c.kind, c.output) for c in result.tool_calls] == [("echo", "ok", "hello from mcp")]
+    assert "echo: hello from mcp" in result.output
+
+
+@pytest.mark.anyio
+async def test_the_model_is_offered_the_servers_tools_with_their_schemas(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """The request lists the server's tools, each with the server's own input schema."""
+    async with agent_for(model, servers.source("http", prefix="fx")) as agent:
+        await agent.run('echo "x"')
+    offered = {entry["name"]: entry for entry in model.requests[-1]["tools"]}
+    assert {"fx_echo", "fx_add", "fx_slow", "fx_pid"} <= set(offered)
+    assert offered["fx_add"]["parameters"]["properties"].keys() == {"a", "b"}
+    assert offered["fx_add"]["parameters"]["required"] == ["a", "b"]
+
+
+IMPORTED_UNDER_STRINGIO = """
+import io, sys
+sys.stderr = io.StringIO()  # as in typer's CliRunner or a notebook: no file descriptor
+from agent.mcp import mcp_stdio
+sys.stderr = sys.__stderr__
+import anyio
+async def main():
+    async with mcp_stdio(sys.argv[1:]) as source:
+        print(len(await source.list_tools()))
+anyio.run(main)
+"""
+
+
+def test_a_stdio_server_starts_when_agent_mcp_was_imported_under_an_in_memory_stderr() -> None:
+    """`agent.mcp` first imported while `sys.stderr` had no file descriptor: stdio servers still start."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED_UNDER_STRINGIO, *stdio_command()],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 9
+
+
+# 2. A server killed mid-call.
+
+
+@pytest.mark.anyio
+async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """kill -9 during `slow`: a prompt tool_error, the run answers, the next run has a new server."""
+    name, timeout = tag(), 30.0
+    async with agent_for(model, servers.source("stdio"), tool_timeout=timeout) as agent:
+        first = await server_pid(agent)
+        with anyio.fail_after(timeout):
+            async with anyio.create_task_group() as group:
+                group.start_soon(kill_when_started, servers.journal / f"{name}.start", first)
+                result = await agent.run(f'slow with seconds 60 and tag "{name}"')
+        record = only_call(result)
+        assert (record.name, record.kind) == ("slow", "tool_error")
+        assert record.duration < timeout / 2
+        assert "slow:" in result.output
+        assert await server_pid(agent) != first
+
+
+@pytest.mark.anyio
+async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
+    journal: Path, model: LocalModelServer
+) -> None:
+    """kill -9 of the HTTP server during `slow`: tool_error; restarted on its port, the next run uses it."""
+    name, timeout = tag(), 30.0
+    server = start_http_server(journal)
+    try:
+        async with agent_for(model, mcp_http(server.url), tool_timeout=timeout) as agent:
+            first = await server_pid(agent)
+            assert first == server.pid
+            with anyio.fail_after(timeout):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(kill_when_started, journal / f"{name}.start", first)
+                    result = await agent.run(f'slow with seconds 60 and tag "{name}"')
+            record = only_call(result)
+            assert (record.name, record.kind) == ("slow", "tool_error")
+            assert record.duration < timeout / 2
+            assert "slow:" in result.output
+            server.process.wait(timeout=10)
+            server = server.restart()
+            assert await server_pid(agent) == server.pid != first
+    finally:
+        server.stop()
+
+
+# 3. A server that never answers.
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_call_that_never_returns_times_out_at_the_tool_timeout(
+    transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """`hang` with tool_timeout=1: the call ends as a timeout after about a second, the run answers."""
+    async with agent_for(model, servers.source(transport), tool_timeout=1.0) as agent:
+        result = await agent.run("hang")
+    record = only_call(result)
+    assert (record.name, record.kind) == ("hang", "timeout")
+    assert 0.9 <= record.duration < 5
+    assert "hang:" in result.output
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_timed_out_call_is_cancelled_on_the_server(
+    transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """When the tool timeout ends a call, the server is told: its handler is cancelled."""
+    name = tag()
+    async with agent_for(model, servers.source(transport), tool_timeout=1.0) as agent:
+        result = await agent.run(f'slow with seconds 60 and tag "{name}"')
+        assert only_call(result).kind == "timeout"
+        cancelled = servers.journal / f"{name}.cancelled"
+        await eventually(cancelled.exists, timeout=10, what=f"{cancelled.name} written by the server")
+    assert (servers.journal / f"{name}.start").exists()
+    assert not (servers.journal / f"{name}.end").exists()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_cancelled_run_cancels_its_call_on_the_server(
+    transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """Cancelling a run while its MCP call runs tells the server, which cancels the handler."""
+    name = tag()
+    async with agent_for(model, servers.source(transport)) as agent:
+        async with anyio.create_task_group() as group:
+            group.start_soon(agent.run, f'slow with seconds 60 and tag "{name}"')
+            started = servers.journal / f"{name}.start"
+            await eventually(started.exists, timeout=20, what=f"{started.name} written")
+            group.cancel_scope.cancel()
+        cancelled = servers.journal / f"{name}.cancelled"
+        await eventually(cancelled.exists, timeout=10, what=f"{cancelled.name} written by the server")
+
+
+@pytest.mark.anyio
+async def test_a_source_timeout_overrides_the_agents_tool_timeout(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """`timeout=` on the source is its tools' per-call timeout, whatever the agent's tool_timeout."""
+    async with agent_for(model, servers.source("http", timeout=0.5), tool_timeout=30.0) as agent:
+        record = only_call(await agent.run("hang"))
+    assert record.kind == "timeout"
+    assert record.duration < 5
+
+
+# 4. Two servers at once, many concurrent runs.
+
+
+def cancel_scope_complaints(capture: LogCapture, caplog: pytest.LogCaptureFixture) -> list[str]:
+    texts = [json.dumps(entry, default=str) for entry in capture.entries]
+    texts += [record.getMessage() + str(record.exc_info) for record in caplog.records]
+    return [text for text in texts if "cancel scope" in text.lower()]
+
+
+async def concurrent_runs(
+    runs: int, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`runs` runs at once on one agent with a stdio and an HTTP source; all fine, nothing leaked."""
+    caplog.set_level(logging.WARNING)
+    logger, capture = capturing_logger()
+    stdio, http = servers.source("stdio", prefix="a"), servers.source("http", prefix="b")
+    agent = agent_for(model, stdio, http, logger=logger)
+    results: dict[int, RunResult] = {}
+
+    async def one(n: int) -> None:
+        results[n] = await agent.run(f'echo "run {n}"')
+
+    started = time.monotonic()
+    with anyio.fail_after(60 + runs):
+        async with anyio.create_task_group() as group:
+            for n in range(runs):
+                group.start_soon(one, n)
+        await agent.aclose()
+    print(f"{runs} runs on two MCP servers: {time.monotonic() - started:.1f} s")
+    for n in range(runs):
+        calls = sorted((c.name, c.kind, c.output) for c in results[n].tool_calls)
+        assert calls == [("a_echo", "ok", f"run {n}"), ("b_echo", "ok", f"run {n}")]
+    assert cancel_scope_complaints(capture, caplog) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    await eventually(
+        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        timeout=10,
+        what="no fixture server process left but the shared HTTP one",
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", BACKENDS)
+async def test_two_servers_at_once_serve_concurrent_runs(
+    anyio_backend: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """100 runs at once over a stdio and an HTTP server: all ok, no cancel-scope error, no leak."""
+    await concurrent_runs(100, servers, model, caplog)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", BACKENDS)
+async def test_two_servers_at_once_serve_many_concurrent_runs(
+    anyio_backend: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """AGENT_SOAK_RUNS (500) runs at once over a stdio and an HTTP server: all ok, no leak."""
+    await concurrent_runs(SOAK_RUNS, servers, model, caplog)
+
+
+# 5. Opened in one task, closed in another, under asyncio and trio.
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_sources_entered_in_one_task_are_closed_in_another(
+    anyio_backend: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entered (`__aenter__`) in a task that then ends, used, exited from two other tasks: no error."""
+    caplog.set_level(logging.WARNING)
+    sources = [servers.source("stdio", prefix="a"), servers.source("http", prefix="b")]
+
+    async def enter(source: MCPTools) -> None:
+        await source.__aenter__()
+
+    async with anyio.create_task_group() as group:
+        for source in sources:
+            group.start_soon(enter, source)
+    agent = agent_for(model, *sources)
+    result = await agent.run('echo "across tasks"')
+    assert sorted(c.kind for c in result.tool_calls) == ["ok", "ok"]
+
+    async def leave(source: MCPTools) -> None:
+        await source.__aexit__(None, None, None)
+
+    async with anyio.create_task_group() as group:
+        for source in sources:
+            group.start_soon(leave, source)
+    await agent.aclose()
+    assert [r.getMessage() for r in caplog.records if "cancel scope" in r.getMessage().lower()] == []
+    await eventually(
+        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        timeout=10,
+        what="the stdio server process ended",
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_lazily_connected_agent_is_closed_from_another_task(
+    anyio_backend: str, servers: Servers, model: LocalModelServer
+) -> None:
+    """Sources connected by a run in one task are closed by `aclose()` in another task."""
+    agent = agent_for(model, servers.source("stdio", prefix="a"), servers.source("http", prefix="b"))
+    results: list[RunResult] = []
+
+    async def run() -> None:
+        results.append(await agent.run('echo "lazy"'))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run)
+    async with anyio.create_task_group() as group:
+        group.start_soon(agent.aclose)
+    assert sorted(c.kind for c in results[0].tool_calls) == ["ok", "ok"]
+    await eventually(
+        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        timeout=10,
+        what="the stdio server process ended",
+    )
+
+
+# 6. tools/list_changed.
+
+
+@contextmanager
+def fresh_source(transport: Transport, journal: Path) -> Iterator[MCPTools]:
+    """A source on a server of its own (a new process over stdio, or a new HTTP server)."""
+    if transport == "stdio":
+        yield mcp_stdio(stdio_command(journal))
+        return
+    with http_server(journal) as server:
+        yield mcp_http(server.url)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", BACKENDS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_tool_added_by_the_server_is_offered_in_the_next_run(
+    anyio_backend: str, transport: Transport, journal: Path, model: LocalModelServer
+) -> None:
+    """After `add_tool` (which sends tools/list_changed) the next run is offered `late` and calls it."""
+    with fresh_source(transport, journal) as source:
+        async with agent_for(model, source) as agent:
+            assert "late" not in [t.name for t in await source.list_tools()]
+            added = await agent.run("add_tool")  # names `add` too: "add" is a word of its name
+            assert {(c.name, c.kind) for c in added.tool_calls} == {("add", "ok"), ("add_tool", "ok")}
+            result = await agent.run("late with x 41")
+    assert [(c.name, c.kind, c.output) for c in result.tool_calls] == [("late", "ok", "42")]
+    assert "late" in [entry["name"] for entry in model.requests[-1]["tools"]]
+
+
+# 7. Results (the conversion does not depend on the transport: over HTTP, the faster to start).
+
+
+async def call_one(model: LocalModelServer, source: MCPTools, name: str, prompt: str) -> ToolCallRecord:
+    """The record of one run that may call only `name` (the tool choice says so)."""
+    choice = {"type": "function", "name": name}
+    async with agent_for(model, source, tool_choice=choice) as agent:
+        return only_call(await agent.run(prompt))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_text_content_is_the_output(
+    transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """A result of text blocks only is their text."""
+    record = await call_one(model, servers.source(transport), "echo", 'echo "plain text"')
+    assert (record.kind, record.output) == ("ok", "plain text")
+
+
+@pytest.mark.anyio
+async def test_structured_content_is_kept_as_json(servers: Servers, model: LocalModelServer) -> None:
+    """A result with structuredContent (and text only) is the structured content as JSON."""
+    record = await call_one(model, servers.source("http"), "add", "add 2 and 3")
+    assert record.kind == "ok"
+    assert json.loads(record.output) == {"sum": 5}
+
+
+@pytest.mark.anyio
+async def test_an_image_is_passed_on_as_mcp_content_json(servers: Servers, model: LocalModelServer) -> None:
+    """A result holding an image is `{"content": [the MCP blocks]}`, the image's data kept."""
+    record = await call_one(model, servers.source("http"), "image", "image")
+    assert record.kind == "ok"
+    output = json.loads(record.output)
+    image, text = output["content"]
+    assert {k: image[k] for k in ("type", "data", "mimeType")} == {
+        "type": "image",
+        "data": PNG_BASE64,
+        "mimeType": "image/png",
+    }
+    assert {k: text[k] for k in ("type", "text")} == {"type": "text", "text": "a pixel"}
+    assert "structuredContent" not in output
+
+
+@pytest.mark.anyio
+async def test_an_is_error_result_is_a_tool_error_with_the_servers_text(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """isError: a tool_error whose output (what the model reads) holds the server's text."""
+    record = await call_one(model, servers.source("http"), "fail", 'fail with "disk on fire"')
+    assert record.kind == "tool_error"
+    assert "disk on fire" in record.output
+
+
+@pytest.mark.anyio
+async def test_a_raising_tool_is_a_tool_error(servers: Servers, model: LocalModelServer) -> None:
+    """A tool that raises on the server: a tool_error carrying the server's error text."""
+    record = await call_one(model, servers.source("http"), "boom", "boom")
+    assert record.kind == "tool_error"
+    assert "Error executing tool boom" in record.output
+
+
+# 8. Name clashes.
+
+
+@pytest.mark.anyio
+async def test_two_sources_with_the_same_tool_names_clash_at_run_start(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """Two sources without prefix offer `echo` twice: ToolDefinitionError naming it, no request sent."""
+    sent = len(model.requests)
+    agent = agent_for(model, servers.source("http"), servers.source("http"))
+    try:
+        with pytest.raises(ToolDefinitionError, match="'echo'"):
+            await agent.run("echo")
+    finally:
+        await agent.aclose()
+    assert len(model.requests) == sent
+
+
+@tool
+def echo(text: str) -> str:
+    """A local echo, clashing with the server's."""
+    return text
+
+
+@pytest.mark.anyio
+async def test_a_source_clashing_with_a_local_tool_is_refused(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """A local `echo` and a source's `echo`: ToolDefinitionError naming it; a prefix resolves it."""
+    agent = agent_for(model, echo, servers.source("http"))
+    try:
+        with pytest.raises(ToolDefinitionError, match="'echo'"):
+            await agent.run("echo")
+    finally:
+        await agent.aclose()
+    async with agent_for(model, echo, servers.source("http", prefix="fs")) as agent:
+        result = await agent.run('echo "both"')
+    assert sorted((c.name, c.output) for c in result.tool_calls) == [("echo", "both"), ("fs_echo", "both")]
+
+
+# Lifecycle details of the contract.
+
+
+@pytest.mark.anyio
+async def test_async_with_on_a_source_connects_now_and_closes_at_exit(servers: Servers) -> None:
+    """`async with mcp_stdio(...)` starts the server at entry and stops it at exit."""
+    before = {p.pid for p in fixture_processes()}
+    async with servers.source("stdio", name="fixture-stdio") as source:
+        assert source.name == "fixture-stdio"
+        assert {p.pid for p in fixture_processes()} - before
+        names = [t.name for t in await source.list_tools()]
+    assert {"echo", "add", "slow", "hang", "fail", "boom", "image", "pid", "add_tool"} <= set(names)
+    await eventually(
+        lambda: {p.pid for p in fixture_processes()} <= before, timeout=10, what="the server process ended"
+    )
