@@ -137,10 +137,15 @@ def _wait_until_answering(server: HTTPServerProcess) -> bool:
 
 def fixture_processes() -> list[psutil.Process]:
     """The live fixture-server processes descending from this process (none once all is closed)."""
+    return descendants_mentioning(str(FIXTURE_SERVER))
+
+
+def descendants_mentioning(text: str) -> list[psutil.Process]:
+    """The live (not zombie) descendants of this process with ``text`` in a word of their command line."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and str(FIXTURE_SERVER) in child.cmdline():
+            if child.status() != psutil.STATUS_ZOMBIE and any(text in word for word in child.cmdline()):
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

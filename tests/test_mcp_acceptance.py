@@ -25,11 +25,22 @@ import anyio
 import pytest
 from structlog.testing import LogCapture
 
-from agent import Agent, RunResult, ToolCallRecord, ToolDefinitionError, tool
+from agent import (
+    Agent,
+    Hooks,
+    RunResult,
+    ToolCallFinished,
+    ToolCallRecord,
+    ToolCallStarted,
+    ToolDefinitionError,
+    ToolSourceError,
+    tool,
+)
 from agent.localmodel import AutoPolicy, LocalModelServer
 from agent.mcp import MCPTools, mcp_http, mcp_stdio
 from tests._mcp_processes import (
     HTTPServerProcess,
+    descendants_mentioning,
     eventually,
     fixture_processes,
     http_server,
@@ -172,6 +183,67 @@ def test_a_stdio_server_starts_when_agent_mcp_was_imported_under_an_in_memory_st
     assert int(done.stdout) >= 9
 
 
+@pytest.mark.anyio
+async def test_mcp_calls_reach_the_tool_hooks(servers: Servers, model: LocalModelServer) -> None:
+    """An MCP tool's call goes through the normal path: on_tool_start and on_tool_end see it."""
+    seen: list[Any] = []
+    hooks = Hooks(on_tool_start=seen.append, on_tool_end=seen.append)
+    async with agent_for(model, servers.source("http", prefix="fx")) as agent:
+        await agent.run('echo "hooked"', hooks=hooks)
+    started, finished = seen
+    assert isinstance(started, ToolCallStarted)
+    assert isinstance(finished, ToolCallFinished)
+    assert (started.name, finished.record.name, finished.record.output) == ("fx_echo", "fx_echo", "hooked")
+
+
+@pytest.mark.anyio
+async def test_http_headers_reach_the_server(servers: Servers, model: LocalModelServer) -> None:
+    """`mcp_http(url, headers=...)` sends them with the requests (the server's tool reads one back)."""
+    source = mcp_http(servers.http.url, headers={"X-Token": "secret-123"})
+    async with agent_for(model, source) as agent:
+        record = only_call(await agent.run('header "X-Token"'))
+    assert (record.kind, record.output) == ("ok", "secret-123")
+
+
+@pytest.mark.anyio
+async def test_a_server_that_never_finishes_its_handshake_fails_at_connect_timeout(
+    model: LocalModelServer, tmp_path: Path
+) -> None:
+    """A stdio command that never speaks MCP: ToolSourceError after connect_timeout, its process stopped."""
+    marker = str(tmp_path / "silent")
+    command = [sys.executable, "-c", "import time, sys; time.sleep(60)", marker]
+    agent = agent_for(model, mcp_stdio(command, connect_timeout=1.0))
+    started = time.monotonic()
+    try:
+        with pytest.raises(ToolSourceError, match="could not connect"):
+            await agent.run("echo")
+    finally:
+        await agent.aclose()
+    assert time.monotonic() - started < 10
+    await eventually(
+        lambda: descendants_mentioning(marker) == [],
+        timeout=10,
+        what="the silent server process stopped",
+    )
+
+
+@pytest.mark.anyio
+async def test_max_concurrency_limits_calls_to_one_server(servers: Servers, model: LocalModelServer) -> None:
+    """`max_concurrency=1`: two runs' calls to one server take turns (the second waits for a slot)."""
+    source = servers.source("http", max_concurrency=1)
+    results: list[RunResult] = []
+
+    async def one(name: str) -> None:
+        results.append(await agent.run(f'slow with seconds 1 and tag "{name}"'))
+
+    async with agent_for(model, source) as agent, anyio.create_task_group() as group:
+        group.start_soon(one, tag())
+        group.start_soon(one, tag())
+    durations = sorted(only_call(result).duration for result in results)
+    assert durations[0] >= 0.9
+    assert durations[1] >= 1.9
+
+
 # 2. A server killed mid-call.
 
 
@@ -218,6 +290,37 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
             assert await server_pid(agent) == server.pid != first
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_every_call_in_flight_fails_when_the_server_dies(
+    transport: Transport, servers: Servers, journal: Path, model: LocalModelServer
+) -> None:
+    """Three runs' calls in flight on one server, kill -9: all three end as tool_error, promptly."""
+    names, timeout = [tag() for _ in range(3)], 30.0
+    with fresh_source(transport, journal) as source:
+        async with agent_for(model, source, tool_timeout=timeout) as agent:
+            pid = await server_pid(agent)
+            results: list[RunResult] = []
+
+            async def one(name: str) -> None:
+                results.append(await agent.run(f'slow with seconds 60 and tag "{name}"'))
+
+            async def kill_when_all_started() -> None:
+                for name in names:
+                    started = journal / f"{name}.start"
+                    await eventually(started.exists, timeout=20, what=f"{started.name} written")
+                os.kill(pid, signal.SIGKILL)
+
+            with anyio.fail_after(timeout):
+                async with anyio.create_task_group() as group:
+                    for name in names:
+                        group.start_soon(one, name)
+                    group.start_soon(kill_when_all_started)
+    records = [only_call(result) for result in results]
+    assert [r.kind for r in records] == ["tool_error"] * 3
+    assert max(r.duration for r in records) < timeout / 2
 
 
 # 3. A server that never answers.
