@@ -54,6 +54,9 @@ Transport = Literal["stdio", "http"]
 TRANSPORTS: list[Transport] = ["stdio", "http"]
 BACKENDS = ["asyncio", "trio"]
 SOAK_RUNS = int(os.environ.get("AGENT_SOAK_RUNS", "500"))
+PROMPTLY = 5.0
+"""Seconds within which a call to a killed server must fail (measured: ~0.03 s after the kill);
+well under the 30 s tool timeout of those tests, so a hang until the timeout cannot pass."""
 
 
 @pytest.fixture
@@ -261,7 +264,8 @@ async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reco
                 result = await agent.run(f'slow with seconds 60 and tag "{name}"')
         record = only_call(result)
         assert (record.name, record.kind) == ("slow", "tool_error")
-        assert record.duration < timeout / 2
+        assert record.duration < PROMPTLY
+        assert "MCP server" in record.output  # the model reads why
         assert "slow:" in result.output
         assert await server_pid(agent) != first
 
@@ -283,7 +287,8 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
                     result = await agent.run(f'slow with seconds 60 and tag "{name}"')
             record = only_call(result)
             assert (record.name, record.kind) == ("slow", "tool_error")
-            assert record.duration < timeout / 2
+            assert record.duration < PROMPTLY
+            assert "MCP server" in record.output  # the model reads why
             assert "slow:" in result.output
             server.process.wait(timeout=10)
             server = server.restart()
@@ -320,7 +325,7 @@ async def test_every_call_in_flight_fails_when_the_server_dies(
                     group.start_soon(kill_when_all_started)
     records = [only_call(result) for result in results]
     assert [r.kind for r in records] == ["tool_error"] * 3
-    assert max(r.duration for r in records) < timeout / 2
+    assert max(r.duration for r in records) < PROMPTLY
 
 
 # 3. A server that never answers.
