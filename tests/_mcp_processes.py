@@ -27,9 +27,9 @@ START_TIMEOUT = 20.0
 """Seconds a fixture server may take to answer its first request (the machine is loaded)."""
 
 
-def stdio_command(journal: Path | None = None) -> list[str]:
-    """The command line of the fixture server over stdio, for `mcp_stdio`."""
-    return [sys.executable, str(FIXTURE_SERVER), "--transport", "stdio", *_journal_args(journal)]
+def stdio_command(journal: Path | None = None, *, legacy: bool = False) -> list[str]:
+    """The command line of the fixture server over stdio, for `mcp_stdio` (`legacy`: 2025 protocol only)."""
+    return [sys.executable, str(FIXTURE_SERVER), "--transport", "stdio", *_options(journal, legacy)]
 
 
 def free_port() -> int:
@@ -47,6 +47,7 @@ class HTTPServerProcess:
     process: subprocess.Popen[bytes]
     port: int
     journal: Path | None
+    legacy: bool
     log: IO[bytes]
 
     @property
@@ -76,7 +77,7 @@ class HTTPServerProcess:
     def restart(self) -> HTTPServerProcess:
         """A new server process on the same port, once this one is stopped."""
         self.stop()
-        return start_http_server(journal=self.journal, port=self.port)
+        return start_http_server(self.journal, port=self.port, legacy=self.legacy)
 
     def output(self) -> str:
         """What the server wrote on stdout and stderr so far."""
@@ -85,14 +86,17 @@ class HTTPServerProcess:
         return self.log.read().decode(errors="replace")
 
 
-def start_http_server(journal: Path | None = None, port: int | None = None) -> HTTPServerProcess:
+def start_http_server(
+    journal: Path | None = None, *, port: int | None = None, legacy: bool = False
+) -> HTTPServerProcess:
     """Start the fixture server over HTTP on 127.0.0.1 and return once it answers HTTP.
 
-    Without `port` a free one is chosen (and another, should a race take it first).
+    Without `port` a free one is chosen (and another, should a race take it first); `legacy`: it
+    speaks only the 2025 protocol.
     """
     attempts = 1 if port is not None else 3
     for _ in range(attempts):
-        server = _spawn(journal, port if port is not None else free_port())
+        server = _spawn(journal, port if port is not None else free_port(), legacy)
         if _wait_until_answering(server):
             return server
         server.stop()
@@ -100,24 +104,24 @@ def start_http_server(journal: Path | None = None, port: int | None = None) -> H
 
 
 @contextmanager
-def http_server(journal: Path | None = None) -> Iterator[HTTPServerProcess]:
+def http_server(journal: Path | None = None, *, legacy: bool = False) -> Iterator[HTTPServerProcess]:
     """`start_http_server`, stopped at exit."""
-    server = start_http_server(journal)
+    server = start_http_server(journal, legacy=legacy)
     try:
         yield server
     finally:
         server.stop()
 
 
-def _journal_args(journal: Path | None) -> list[str]:
-    return ["--journal", str(journal)] if journal is not None else []
+def _options(journal: Path | None, legacy: bool) -> list[str]:
+    return [*(["--journal", str(journal)] if journal is not None else []), *(["--legacy"] if legacy else [])]
 
 
-def _spawn(journal: Path | None, port: int) -> HTTPServerProcess:
+def _spawn(journal: Path | None, port: int, legacy: bool) -> HTTPServerProcess:
     log = tempfile.TemporaryFile()  # noqa: SIM115 - the process writes it until stop() closes it
     command = [sys.executable, str(FIXTURE_SERVER), "--transport", "http", "--port", str(port)]
-    process = subprocess.Popen([*command, *_journal_args(journal)], stdout=log, stderr=log)
-    return HTTPServerProcess(process, port, journal, log)
+    process = subprocess.Popen([*command, *_options(journal, legacy)], stdout=log, stderr=log)
+    return HTTPServerProcess(process, port, journal, legacy, log)
 
 
 def _wait_until_answering(server: HTTPServerProcess) -> bool:

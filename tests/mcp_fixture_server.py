@@ -1,25 +1,36 @@
 """A controllable MCP server for the tests, built on the official package's `MCPServer`.
 
-    python tests/mcp_fixture_server.py --transport stdio|http [--port P] [--journal DIR]
+    python tests/mcp_fixture_server.py --transport stdio|http [--port P] [--journal DIR] [--legacy]
 
 Every tool is deterministic. `slow` leaves a trace in the journal directory (`<tag>.start`, then
 `<tag>.end`, or `<tag>.cancelled` when its request is cancelled), so a test can see from outside
 what the server did; `pid` tells which process answers (a reconnect starts a new one);
 `add_tool` registers `late` and tells the client its tool list changed; `header` returns an HTTP
-request header. `structured_output=False` keeps a `str` or `int` result plain text (MCPServer would
-otherwise add `{"result": ...}` as structured content).
+request header. `structured_output=False` keeps a `str` or `int` result plain text (MCPServer
+would otherwise add `{"result": ...}` as structured content).
+
+Clients of the official package speak its 2026-07-28 protocol with this server; `--legacy` serves
+only the 2025 (handshake-era) protocol, as most servers in use do, so clients fall back to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from functools import partial
 from pathlib import Path
 from typing import TypedDict
 
 import anyio
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.runner import serve_loop
+from mcp.server.stdio import stdio_server
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolListChangedNotification
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 # A 1x1 transparent PNG, base64 as MCP carries it.
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVR4nGNgAAIAAAUAAXpeqz8AAAAASUVORK5CYII="
@@ -111,17 +122,53 @@ def build(journal: Path | None) -> MCPServer:
     return server
 
 
+async def serve_stdio(server: MCPServer, *, legacy: bool) -> None:
+    """Over stdin/stdout; `legacy`: the handshake-era loop only (no 2026-07-28 requests)."""
+    if not legacy:
+        await server.run_stdio_async()
+        return
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read, write), lowlevel.lifespan(lowlevel) as state:
+        options = lowlevel.create_initialization_options()
+        await serve_loop(lowlevel, read, write, lifespan_state=state, init_options=options)
+
+
+async def serve_http(server: MCPServer, port: int, *, legacy: bool) -> None:
+    """Streamable HTTP at `/mcp`; `legacy`: refuse 2026-07-28 requests as a 2025 server does."""
+    app = server.streamable_http_app(host="127.0.0.1")
+    config = uvicorn.Config(
+        _LegacyOnly(app) if legacy else app, host="127.0.0.1", port=port, log_level="critical"
+    )
+    await uvicorn.Server(config).serve()
+
+
+class _LegacyOnly:
+    """Answers a request naming a protocol version newer than 2025's with 400, as 2025 servers do."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        version = Headers(scope=scope).get("mcp-protocol-version") if scope["type"] == "http" else None
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            refusal = JSONResponse({"error": f"Unsupported protocol version: {version}"}, status_code=400)
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--journal", type=Path, default=None)
+    parser.add_argument("--legacy", action="store_true", help="speak only the 2025 (handshake) protocol")
     args = parser.parse_args()
     server = build(args.journal)
     if args.transport == "stdio":
-        server.run("stdio")
+        anyio.run(partial(serve_stdio, server, legacy=args.legacy))
     else:
-        server.run("streamable-http", host="127.0.0.1", port=args.port)
+        anyio.run(partial(serve_http, server, args.port, legacy=args.legacy))
 
 
 if __name__ == "__main__":

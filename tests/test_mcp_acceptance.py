@@ -50,9 +50,14 @@ from tests._mcp_processes import (
 from tests._support import FAST_RETRY, capturing_logger
 from tests.mcp_fixture_server import PNG_BASE64
 
-Transport = Literal["stdio", "http"]
+Transport = Literal["stdio", "http", "stdio-2025", "http-2025"]
 TRANSPORTS: list[Transport] = ["stdio", "http"]
+"""The fixture server speaking the 2026-07-28 protocol, which the official client picks with it."""
+ALL_TRANSPORTS: list[Transport] = [*TRANSPORTS, "stdio-2025", "http-2025"]
+"""And speaking only the 2025 (handshake-era) protocol, as most servers in use do."""
 BACKENDS = ["asyncio", "trio"]
+EVERY_WAY = [*(("asyncio", t) for t in ALL_TRANSPORTS), *(("trio", t) for t in TRANSPORTS)]
+"""(anyio_backend, transport): every transport under asyncio, the 2026 ones under trio too."""
 SOAK_RUNS = int(os.environ.get("AGENT_SOAK_RUNS", "500"))
 PROMPTLY = 5.0
 """Seconds within which a call to a killed server must fail (measured: ~0.03 s after the kill);
@@ -84,22 +89,36 @@ def shared_http(journal: Path) -> Iterator[HTTPServerProcess]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def shared_http_2025(journal: Path) -> Iterator[HTTPServerProcess]:
+    """The same, speaking only the 2025 protocol."""
+    with http_server(journal, legacy=True) as server:
+        yield server
+
+
 @dataclass
 class Servers:
-    """Makes sources of the fixture server: a new process over stdio, or the shared HTTP one."""
+    """Makes sources of the fixture server: a new process over stdio, or a shared HTTP one."""
 
     journal: Path
     http: HTTPServerProcess
+    http_2025: HTTPServerProcess
 
     def source(self, transport: Transport, **options: Any) -> MCPTools:
-        if transport == "stdio":
-            return mcp_stdio(stdio_command(self.journal), **options)
-        return mcp_http(self.http.url, **options)
+        legacy = transport.endswith("-2025")
+        if transport.startswith("stdio"):
+            return mcp_stdio(stdio_command(self.journal, legacy=legacy), **options)
+        return mcp_http((self.http_2025 if legacy else self.http).url, **options)
+
+    def stdio_processes(self) -> list[int]:
+        """The pids of live fixture servers but the shared HTTP ones (stdio servers, that is)."""
+        shared = {self.http.pid, self.http_2025.pid}
+        return [p.pid for p in fixture_processes() if p.pid not in shared]
 
 
 @pytest.fixture
-def servers(journal: Path, shared_http: HTTPServerProcess) -> Servers:
-    return Servers(journal, shared_http)
+def servers(journal: Path, shared_http: HTTPServerProcess, shared_http_2025: HTTPServerProcess) -> Servers:
+    return Servers(journal, shared_http, shared_http_2025)
 
 
 def agent_for(model: LocalModelServer, *tools: Any, **options: Any) -> Agent:
@@ -135,8 +154,7 @@ async def kill_when_started(start_file: Path, pid: int) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", BACKENDS)
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("anyio_backend", "transport"), EVERY_WAY)
 async def test_a_run_uses_the_tools_of_an_mcp_server(
     anyio_backend: str, transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -251,12 +269,13 @@ async def test_max_concurrency_limits_calls_to_one_server(servers: Servers, mode
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["stdio", "stdio-2025"])
 async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
-    servers: Servers, model: LocalModelServer
+    transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
     """kill -9 during `slow`: a prompt tool_error, the run answers, the next run has a new server."""
     name, timeout = tag(), 30.0
-    async with agent_for(model, servers.source("stdio"), tool_timeout=timeout) as agent:
+    async with agent_for(model, servers.source(transport), tool_timeout=timeout) as agent:
         first = await server_pid(agent)
         with anyio.fail_after(timeout):
             async with anyio.create_task_group() as group:
@@ -271,12 +290,13 @@ async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reco
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("legacy", [False, True], ids=["2026", "2025"])
 async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
-    journal: Path, model: LocalModelServer
+    legacy: bool, journal: Path, model: LocalModelServer
 ) -> None:
     """kill -9 of the HTTP server during `slow`: tool_error; restarted on its port, the next run uses it."""
     name, timeout = tag(), 30.0
-    server = start_http_server(journal)
+    server = start_http_server(journal, legacy=legacy)
     try:
         async with agent_for(model, mcp_http(server.url), tool_timeout=timeout) as agent:
             first = await server_pid(agent)
@@ -298,7 +318,7 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
 async def test_every_call_in_flight_fails_when_the_server_dies(
     transport: Transport, servers: Servers, journal: Path, model: LocalModelServer
 ) -> None:
@@ -346,7 +366,7 @@ async def test_a_call_that_never_returns_times_out_at_the_tool_timeout(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
 async def test_a_timed_out_call_is_cancelled_on_the_server(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -362,7 +382,7 @@ async def test_a_timed_out_call_is_cancelled_on_the_server(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
 async def test_a_cancelled_run_cancels_its_call_on_the_server(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -424,7 +444,7 @@ async def concurrent_runs(
     assert cancel_scope_complaints(capture, caplog) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     await eventually(
-        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        lambda: servers.stdio_processes() == [],
         timeout=10,
         what="no fixture server process left but the shared HTTP one",
     )
@@ -480,7 +500,7 @@ async def test_sources_entered_in_one_task_are_closed_in_another(
     await agent.aclose()
     assert [r.getMessage() for r in caplog.records if "cancel scope" in r.getMessage().lower()] == []
     await eventually(
-        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        lambda: servers.stdio_processes() == [],
         timeout=10,
         what="the stdio server process ended",
     )
@@ -504,7 +524,7 @@ async def test_a_lazily_connected_agent_is_closed_from_another_task(
         group.start_soon(agent.aclose)
     assert sorted(c.kind for c in results[0].tool_calls) == ["ok", "ok"]
     await eventually(
-        lambda: [p.pid for p in fixture_processes() if p.pid != servers.http.pid] == [],
+        lambda: servers.stdio_processes() == [],
         timeout=10,
         what="the stdio server process ended",
     )
@@ -516,16 +536,16 @@ async def test_a_lazily_connected_agent_is_closed_from_another_task(
 @contextmanager
 def fresh_source(transport: Transport, journal: Path) -> Iterator[MCPTools]:
     """A source on a server of its own (a new process over stdio, or a new HTTP server)."""
-    if transport == "stdio":
-        yield mcp_stdio(stdio_command(journal))
+    legacy = transport.endswith("-2025")
+    if transport.startswith("stdio"):
+        yield mcp_stdio(stdio_command(journal, legacy=legacy))
         return
-    with http_server(journal) as server:
+    with http_server(journal, legacy=legacy) as server:
         yield mcp_http(server.url)
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", BACKENDS)
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(("anyio_backend", "transport"), EVERY_WAY)
 async def test_a_tool_added_by_the_server_is_offered_in_the_next_run(
     anyio_backend: str, transport: Transport, journal: Path, model: LocalModelServer
 ) -> None:
