@@ -318,6 +318,25 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("legacy", [False, True], ids=["2026", "2025"])
+async def test_an_http_server_restarted_between_runs_is_reconnected(
+    legacy: bool, journal: Path, model: LocalModelServer
+) -> None:
+    """Restarted while idle (a 2025 server forgets its sessions so): by the second run calls work again."""
+    server = start_http_server(journal, legacy=legacy)
+    try:
+        async with agent_for(model, mcp_http(server.url)) as agent:
+            first = await server_pid(agent)
+            server.kill()
+            server = server.restart()
+            records = [only_call(await agent.run("pid")) for _ in range(2)]
+        assert (records[-1].kind, records[-1].output) == ("ok", str(server.pid)), records
+        assert server.pid != first
+    finally:
+        server.stop()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("transport", ALL_TRANSPORTS)
 async def test_every_call_in_flight_fails_when_the_server_dies(
     transport: Transport, servers: Servers, journal: Path, model: LocalModelServer
