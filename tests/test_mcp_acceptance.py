@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import pytest
@@ -438,12 +438,14 @@ def cancel_scope_complaints(capture: LogCapture, caplog: pytest.LogCaptureFixtur
 
 
 async def concurrent_runs(
-    runs: int, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+    runs: int, era: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """`runs` runs at once on one agent with a stdio and an HTTP source; all fine, nothing leaked."""
     caplog.set_level(logging.WARNING)
     logger, capture = capturing_logger()
-    stdio, http = servers.source("stdio", prefix="a"), servers.source("http", prefix="b")
+    suffix = "-2025" if era == "2025" else ""
+    stdio = servers.source(cast(Transport, f"stdio{suffix}"), prefix="a")
+    http = servers.source(cast(Transport, f"http{suffix}"), prefix="b")
     agent = agent_for(model, stdio, http, logger=logger)
     results: dict[int, RunResult] = {}
 
@@ -469,23 +471,27 @@ async def concurrent_runs(
     )
 
 
+CONCURRENT_WAYS = [("asyncio", "2026"), ("trio", "2026"), ("asyncio", "2025")]
+"""(anyio_backend, protocol era) of the concurrent-runs tests."""
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", BACKENDS)
+@pytest.mark.parametrize(("anyio_backend", "era"), CONCURRENT_WAYS)
 async def test_two_servers_at_once_serve_concurrent_runs(
-    anyio_backend: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+    anyio_backend: str, era: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """100 runs at once over a stdio and an HTTP server: all ok, no cancel-scope error, no leak."""
-    await concurrent_runs(100, servers, model, caplog)
+    await concurrent_runs(100, era, servers, model, caplog)
 
 
 @pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", BACKENDS)
+@pytest.mark.parametrize(("anyio_backend", "era"), CONCURRENT_WAYS)
 async def test_two_servers_at_once_serve_many_concurrent_runs(
-    anyio_backend: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
+    anyio_backend: str, era: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """AGENT_SOAK_RUNS (500) runs at once over a stdio and an HTTP server: all ok, no leak."""
-    await concurrent_runs(SOAK_RUNS, servers, model, caplog)
+    await concurrent_runs(SOAK_RUNS, era, servers, model, caplog)
 
 
 # 5. Opened in one task, closed in another, under asyncio and trio.
