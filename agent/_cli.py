@@ -6,7 +6,7 @@ piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the
 model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
 it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
 live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra); the
-``--mcp`` servers in ``agent._cli_mcp``, imported only when given (so is the ``mcp`` extra).
+``--mcp`` servers in ``agent._cli_mcp_tools``, imported only when given (so is the ``mcp`` extra).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from agent._agent import DEFAULT_BASE_URL, Agent
+from agent._cli_mcp import serve_mcp_command
 from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
 from agent._logging import LogFormat, make_logger
@@ -293,9 +294,9 @@ def list_tools(
     entries = load_tools(tools or ([] if mcp else ["builtin"])).wire()
     servers = _mcp_servers(mcp or [], mcp_header or [])
     if servers:
-        from agent import _cli_mcp  # optional extra: only when --mcp is given
+        from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
 
-        entries += _guarded(lambda: _cli_mcp.list_tools(servers), verbose)
+        entries += _guarded(lambda: _cli_mcp_tools.list_tools(servers), verbose)
     typer.echo(json.dumps(entries, indent=2))
 
 
@@ -385,10 +386,10 @@ def _mcp_servers(specs: list[str], headers: list[str]) -> list[MCPTools]:
         return []
     if importlib.util.find_spec("mcp") is None:
         _fail("--mcp needs the mcp extra: pip install 'agent-runtime[mcp]'", code=2)
-    from agent import _cli_mcp  # optional extra: only when --mcp is given
+    from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
 
     try:
-        return _cli_mcp.sources(specs, _cli_mcp.parse_headers(headers))
+        return _cli_mcp_tools.sources(specs, _cli_mcp_tools.parse_headers(headers))
     except ValueError as exc:
         _fail(str(exc), code=2)
 
@@ -643,6 +644,9 @@ def _error_document(exc: AgentError, sent: int = 0) -> dict[str, Any]:
 def _fail(message: str, *, code: int) -> NoReturn:
     stderr.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+app.command("serve-mcp")(serve_mcp_command(load_tools))
 
 
 def main() -> None:

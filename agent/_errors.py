@@ -22,6 +22,7 @@ Every error the runtime raises derives from :class:`AgentError`::
     │   ├── HookError                 a hook you passed raised (the original is the __cause__)
     │   ├── OutputValidationError     the final answer did not fit output_type, retries spent
     │   └── OutputRefusedError        the model refused to answer in output_type's shape
+    ├── ToolSourceError               a tool source (MCP server) could not start or list its tools
     └── UsageError                    the caller's mistake, found before anything was sent
         ├── ToolDefinitionError       a tool that cannot be described or made strict
         ├── UnansweredToolCallError   a request would leave a function_call without its output
@@ -64,6 +65,7 @@ __all__ = [
     "RunTimeoutError",
     "ToolDefinitionError",
     "ToolError",
+    "ToolSourceError",
     "UnansweredToolCallError",
     "UsageError",
 ]

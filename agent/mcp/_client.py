@@ -23,7 +23,7 @@ from mcp.client._transport import Transport, TransportStreams
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND
 from structlog.typing import FilteringBoundLogger
 
 from agent._errors import ToolDefinitionError, ToolError, ToolSourceError, UsageError
@@ -40,6 +40,10 @@ __all__ = ["MCPTool", "MCPTools", "mcp_http", "mcp_stdio"]
 _MAX_PAGES = 100
 """Pages of ``tools/list`` read at most: a server whose cursor never ends cannot hang a run."""
 
+_ANSWERS = frozenset({INVALID_PARAMS, METHOD_NOT_FOUND})
+"""JSON-RPC errors that are the server's answer to the call itself. After any other error (a
+lost HTTP session, a crashed handler, a proxy's 502) the next call opens a new session."""
+
 _NOT_A_NAME_CHARACTER = re.compile(r"[^a-zA-Z0-9_-]")
 
 
@@ -55,6 +59,7 @@ class MCPTools(ToolSource):
         timeout: float | None = None,
         connect_timeout: float = 30.0,
         max_concurrency: int | None = None,
+        prefer_structured: bool = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         super().__init__()
@@ -69,6 +74,7 @@ class MCPTools(ToolSource):
         self.prefix = prefix
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.prefer_structured = prefer_structured
         self._transport = transport
         self._limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
         self._log = (logger or silent_logger()).bind(mcp_server=name)
@@ -121,6 +127,8 @@ class MCPTools(ToolSource):
                 connection.lost()
                 message = f"the MCP server {self.name} went away during the call ({exc.message})"
                 raise ToolError(message) from None
+            if exc.code not in _ANSWERS:
+                connection.lost()  # e.g. "Session terminated": the server restarted and forgot us
             raise ToolError(f"the MCP server {self.name} refused the call: {exc.message}") from None
         except pydantic.ValidationError:
             raise ToolError(f"the MCP server {self.name} sent a result that breaks the protocol") from None
@@ -128,7 +136,7 @@ class MCPTools(ToolSource):
             connection.lost()
             message = f"the MCP server {self.name} could not be reached ({type(exc).__name__})"
             raise ToolError(message) from None
-        return output_of(result)
+        return output_of(result, prefer_structured=self.prefer_structured)
 
     def _tools_changed(self) -> None:
         self._changed = True
@@ -261,6 +269,7 @@ def mcp_stdio(
     timeout: float | None = None,
     connect_timeout: float = 30.0,
     max_concurrency: int | None = None,
+    prefer_structured: bool = False,
     logger: FilteringBoundLogger | None = None,
 ) -> MCPTools:
     """The tools of an MCP server run as a subprocess, spoken to over its stdin/stdout.
@@ -275,6 +284,8 @@ def mcp_stdio(
         timeout: Seconds each call may take (default: the agent's ``tool_timeout``).
         connect_timeout: Seconds to start the server and list its tools.
         max_concurrency: At most this many calls to this server at once, across all runs.
+        prefer_structured: Send the model a result's ``structuredContent`` (as JSON) rather
+            than its text when it has both.
         logger: A structlog logger for connection events (default: silent).
     """
     words = shlex.split(command) if isinstance(command, str) else list(command)
@@ -289,6 +300,7 @@ def mcp_stdio(
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_concurrency=max_concurrency,
+        prefer_structured=prefer_structured,
         logger=logger,
     )
 
@@ -302,6 +314,7 @@ def mcp_http(
     timeout: float | None = None,
     connect_timeout: float = 30.0,
     max_concurrency: int | None = None,
+    prefer_structured: bool = False,
     logger: FilteringBoundLogger | None = None,
 ) -> MCPTools:
     """The tools of an MCP server at ``url``, spoken to over streamable HTTP.
@@ -309,7 +322,8 @@ def mcp_http(
     Args:
         url: The server's MCP endpoint, e.g. ``https://host/mcp``.
         headers: Sent with every request, e.g. ``{"Authorization": "Bearer ..."}``; never logged.
-        prefix, name, timeout, connect_timeout, max_concurrency, logger: as for :func:`mcp_stdio`
+        prefix, name, timeout, connect_timeout, max_concurrency, prefer_structured, logger: as
+            for :func:`mcp_stdio`
             (``name`` defaults to the URL without credentials and query).
     """
     if not url.startswith(("http://", "https://")):
@@ -321,6 +335,7 @@ def mcp_http(
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_concurrency=max_concurrency,
+        prefer_structured=prefer_structured,
         logger=logger,
     )
 
