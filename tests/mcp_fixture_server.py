@@ -19,7 +19,7 @@ import argparse
 import os
 from functools import partial
 from pathlib import Path
-from typing import TypedDict
+from typing import Annotated, TypedDict
 
 import anyio
 import uvicorn
@@ -37,7 +37,7 @@ PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAAC0lEQVR4nGNgAAIAAA
 
 
 class Sum(TypedDict):
-    """The structured result of `add`."""
+    """The structured result of `add` (its text says `2 + 3 = 5`)."""
 
     sum: int
 
@@ -55,10 +55,11 @@ def build(journal: Path | None) -> MCPServer:
         """Return the text as it is."""
         return text
 
-    @server.tool(structured_output=True)
-    def add(a: int, b: int) -> Sum:
+    @server.tool()
+    def add(a: int, b: int) -> Annotated[CallToolResult, Sum]:
         """Add two integers."""
-        return {"sum": a + b}
+        text = TextContent(type="text", text=f"{a} + {b} = {a + b}")
+        return CallToolResult(content=[text], structured_content={"sum": a + b})
 
     @server.tool(structured_output=False)
     async def slow(seconds: float, tag: str) -> str:
@@ -93,6 +94,11 @@ def build(journal: Path | None) -> MCPServer:
         """Return a tiny PNG and a caption."""
         picture = ImageContent(type="image", data=PNG_BASE64, mime_type="image/png")
         return CallToolResult(content=[picture, TextContent(type="text", text="a pixel")])
+
+    @server.tool()
+    def point() -> CallToolResult:
+        """Return structured content only (no text block)."""
+        return CallToolResult(content=[], structured_content={"x": 1, "y": 2})
 
     @server.tool(structured_output=False)
     def pid() -> int:

@@ -16,7 +16,7 @@ import pytest
 from tests._mcp_processes import HTTPServerProcess, free_port, http_server, stdio_command
 from tests.test_cli import AGENT_SCRIPT, NO_OPENAI, assert_one_line_error, invoke, run_process
 
-FIXTURE_TOOLS = ["echo", "add", "slow", "hang", "fail", "boom", "image", "pid", "header", "add_tool"]
+FIXTURE_TOOLS = ["echo", "add", "slow", "hang", "fail", "boom", "image", "point", "pid", "header", "add_tool"]
 BUILTIN_TOOLS = ["random_generator", "system_info", "math_calculator", "current_time"]
 
 

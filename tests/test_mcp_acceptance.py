@@ -606,11 +606,31 @@ async def test_text_content_is_the_output(
 
 
 @pytest.mark.anyio
-async def test_structured_content_is_kept_as_json(servers: Servers, model: LocalModelServer) -> None:
-    """A result with structuredContent (and text only) is the structured content as JSON."""
+async def test_structured_content_beside_text_gives_the_text(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """A result with text and structuredContent is its text (MCP's text is for the model)."""
     record = await call_one(model, servers.source("http"), "add", "add 2 and 3")
-    assert record.kind == "ok"
-    assert json.loads(record.output) == {"sum": 5}
+    assert (record.kind, record.output) == ("ok", "2 + 3 = 5")
+
+
+@pytest.mark.anyio
+async def test_prefer_structured_gives_the_structured_content_as_json(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """`prefer_structured=True`: the same result is its structuredContent, as JSON."""
+    source = servers.source("http", prefer_structured=True)
+    record = await call_one(model, source, "add", "add 2 and 3")
+    assert (record.kind, json.loads(record.output)) == ("ok", {"sum": 5})
+
+
+@pytest.mark.anyio
+async def test_structured_content_without_text_is_the_output_as_json(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """A result of structuredContent and no block at all is the structured content, as JSON."""
+    record = await call_one(model, servers.source("http"), "point", "point")
+    assert (record.kind, json.loads(record.output)) == ("ok", {"x": 1, "y": 2})
 
 
 @pytest.mark.anyio
@@ -698,7 +718,7 @@ async def test_async_with_on_a_source_connects_now_and_closes_at_exit(servers: S
         assert source.name == "fixture-stdio"
         assert {p.pid for p in fixture_processes()} - before
         names = [t.name for t in await source.list_tools()]
-    assert {"echo", "add", "slow", "hang", "fail", "boom", "image", "pid", "add_tool"} <= set(names)
+    assert {"echo", "add", "slow", "hang", "fail", "boom", "image", "point", "pid", "add_tool"} <= set(names)
     await eventually(
         lambda: {p.pid for p in fixture_processes()} <= before, timeout=10, what="the server process ended"
     )
