@@ -15,6 +15,7 @@ async with Agent(model="gpt-4.1", tools=[add]) as agent:
 """
 
 from agent._agent import Agent
+from agent._approvals import Decision, PendingApproval, approve, deny
 from agent._errors import (
     AgentClosedError,
     AgentError,
@@ -26,6 +27,7 @@ from agent._errors import (
     BadRequestError,
     HookError,
     InternalServerError,
+    InvalidStateError,
     MaxTurnsExceeded,
     NotFoundError,
     OutputRefusedError,
@@ -44,6 +46,7 @@ from agent._errors import (
     UsageError,
 )
 from agent._events import (
+    ApprovalRequested,
     ArgumentsDelta,
     Hooks,
     ModelResponded,
@@ -77,13 +80,16 @@ __all__ = [
     "Agent",
     "AgentClosedError",
     "AgentError",
+    "ApprovalRequested",
     "ArgumentsDelta",
     "ArgumentsError",
     "AuthenticationError",
     "BadRequestError",
+    "Decision",
     "HookError",
     "Hooks",
     "InternalServerError",
+    "InvalidStateError",
     "Limits",
     "MaxTurnsExceeded",
     "ModelResponded",
@@ -92,6 +98,7 @@ __all__ = [
     "OutcomeKind",
     "OutputRefusedError",
     "OutputValidationError",
+    "PendingApproval",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
@@ -124,6 +131,8 @@ __all__ = [
     "UnansweredToolCallError",
     "Usage",
     "UsageError",
+    "approve",
+    "deny",
     "make_logger",
     "tool",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -19,8 +21,16 @@ from pydantic import SecretStr
 from structlog.typing import FilteringBoundLogger
 
 from agent._engine import Engine
-from agent._errors import AgentClosedError, AgentError, UsageError
-from agent._events import Emit, Hooks, RunFinished, RunStarted, dispatch_to_hooks
+from agent._errors import AgentClosedError, AgentError, HookError, UsageError
+from agent._events import (
+    ApprovalRequested,
+    Emit,
+    Hooks,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    dispatch_to_hooks,
+)
 from agent._execution import ExecutionSettings
 from agent._http import DEFAULT_TIMEOUT, ResponsesClient
 from agent._inprocess import InProcessEngine
@@ -31,6 +41,7 @@ from agent._otel import Tracing
 from agent._output import output_spec
 from agent._registry import ToolLike, ToolRegistry
 from agent._result import JSONObject, RunResult
+from agent._resume import DoneCalls, Resume, record_done, resumption, saved_state
 from agent._retry import RetryPolicy
 from agent._run_stream import RunStream, open_run_stream
 from agent._settings import NO_SETTINGS, ModelSettings
@@ -102,6 +113,8 @@ class Agent:
             data); default ``$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``).
         tracer_provider: Where spans go (needs the ``otel`` extra); default OpenTelemetry's
             global provider, once the application imports ``opentelemetry.trace``.
+        state_key: A secret sealing paused runs' states (HMAC-SHA256): :meth:`resume` refuses a
+            state changed by anyone without it (default: a plain SHA-256 digest).
     """
 
     def __init__(
@@ -139,6 +152,7 @@ class Agent:
         name: str | None = None,
         trace_content: bool | None = None,
         tracer_provider: TracerProvider | None = None,
+        state_key: str | bytes | None = None,
     ) -> None:
         _check_limits(max_turns, max_concurrency, max_threads, max_concurrent_runs, max_retries)
         _check_output_retries(output_retries)
@@ -196,6 +210,9 @@ class Agent:
         self._closed = False
         self._current: tuple[ToolRegistry, LoopSettings, LoopSettings] | None = None
         """The last run's settings with its tool sources' tools, reused while both are unchanged."""
+        self._state_key = state_key.encode() if isinstance(state_key, str) else state_key
+        """Seals paused runs' states (HMAC-SHA256): a state changed without it is refused."""
+        self._done = DoneCalls()
         self._tracing = Tracing.for_agent(
             name=name, model=model, base_url=self.base_url, content=trace_content, provider=tracer_provider
         )
@@ -279,9 +296,9 @@ class Agent:
         """
         self._check_open()
         settings = self._settings_for(model_settings, output_type)
-        emit = partial(dispatch_to_hooks, hooks)
         stream = self.stream if stream is None else stream
-        return await self._run(self._client, settings, input, deps, emit, stream, run_timeout, run_id)
+        ask = _Ask(settings, input, deps, hooks, stream, run_timeout, run_id)
+        return await self._run(self._client, ask, partial(dispatch_to_hooks, hooks))
 
     def run_stream(
         self,
@@ -308,10 +325,60 @@ class Agent:
         self._check_open()
         settings = self._settings_for(model_settings, output_type)
 
-        async def start(emit: Emit) -> RunResult:
-            return await self._run(self._client, settings, input, deps, emit, True, run_timeout, run_id)
+        ask = _Ask(settings, input, deps, hooks, True, run_timeout, run_id)
+        return open_run_stream(partial(self._run, self._client, ask), hooks)
 
-        return open_run_stream(start, hooks)
+    async def resume(
+        self,
+        state: JSONObject | str | bytes | None,
+        decisions: Mapping[str, object] | None = None,
+        *,
+        deps: Any = None,
+        hooks: Hooks | None = None,
+        stream: bool | None = None,
+        run_timeout: float | None = None,
+    ) -> RunResult:
+        """Go on with a run that paused for approvals, from its saved ``state``.
+
+        Args:
+            state: ``result.state`` (the dict, or its JSON text) of a run that paused
+                (``None``, the state of a run that did not pause, is an InvalidStateError).
+            decisions: ``{call_id: approve() | deny("reason") | approve(arguments={...})}``
+                for the calls in ``result.pending_approvals``. A call without a decision, or
+                with anything that is not one (``None``, ``True``, a string...), is denied,
+                never run; ids the state does not wait for are ignored (and logged).
+            deps, hooks, stream, run_timeout: as for :meth:`run`.
+
+        An approved call runs at most once per saved state in this process: the run records it
+        in ``state`` (when it is the dict you pass) and remembers it, so resuming the same state
+        again reuses its result. Across processes it runs again with the same
+        ``ToolContext.idempotency_key`` (``run_id:turn:call_id``) for the tool to dedupe.
+
+        Raises:
+            InvalidStateError: the state is not JSON of ours, was changed after it was saved,
+                comes from a newer runtime, or waits for calls its conversation does not ask.
+            UsageError: ``decisions`` is not a mapping.
+            (and whatever :meth:`run` raises)
+        """
+        self._check_open()
+        if decisions is None:
+            decisions = {}
+        if not isinstance(decisions, Mapping):
+            raise UsageError(
+                f"decisions must be a mapping of call ids to decisions, got {type(decisions).__name__}"
+            )
+        saved = resumption(state, self._state_key)
+        waiting = {call.call_id for call in saved.waiting}
+        unknown = [call_id for call_id in decisions if call_id not in waiting]
+        if unknown:
+            self._log.warning(
+                "approval.unknown_calls", run_id=saved.run_id, call_ids=[str(c) for c in unknown][:10]
+            )
+        stream = self.stream if stream is None else stream
+        ask = _Ask(
+            self.settings, "", deps, hooks, stream, run_timeout, saved.run_id, Resume(saved, decisions, state)
+        )
+        return await self._run(self._client, ask, partial(dispatch_to_hooks, hooks))
 
     def run_sync(
         self,
@@ -327,8 +394,8 @@ class Agent:
         """:meth:`run` for scripts: runs its own event loop (and its own pool, unless you gave one)."""
         self._check_open()
         settings = self._settings_for(model_settings, output_type)
-        emit = partial(dispatch_to_hooks, hooks)
-        return anyio.run(self._run_detached, settings, input, deps, emit, run_timeout, run_id)
+        ask = _Ask(settings, input, deps, hooks, self.stream, run_timeout, run_id)
+        return anyio.run(self._run_detached, ask)
 
     def _settings_for(
         self, model_settings: ModelSettings | None, output_type: type[Any] | None
@@ -343,55 +410,40 @@ class Agent:
             output=base.output if output_type is None else output_spec(output_type),
         )
 
-    async def _run_detached(
-        self,
-        settings: LoopSettings,
-        input: str | Sequence[JSONObject],
-        deps: Any,
-        emit: Emit,
-        run_timeout: float | None,
-        run_id: str | None,
-    ) -> RunResult:
+    async def _run_detached(self, ask: _Ask) -> RunResult:
         client = self._new_client()
         try:
-            return await self._run(client, settings, input, deps, emit, self.stream, run_timeout, run_id)
+            return await self._run(client, ask, partial(dispatch_to_hooks, ask.hooks))
         finally:
             await client.aclose()
             # This event loop ends with the call: so do the connections made on it.
             await close_unheld(self._tools.sources)
 
-    async def _run(
-        self,
-        client: ResponsesClient,
-        settings: LoopSettings,
-        input: str | Sequence[JSONObject],
-        deps: Any,
-        emit: Emit,
-        stream: bool,
-        run_timeout: float | None,
-        run_id: str | None,
-    ) -> RunResult:
-        _check_timeout(run_timeout)
+    async def _run(self, client: ResponsesClient, ask: _Ask, emit: Emit) -> RunResult:
+        _check_timeout(ask.run_timeout)
         # The wait for admission is outside the run's deadline: run_timeout bounds the work of
         # a run, not its place in the queue (wrap the call in anyio.fail_after for both).
         async with self._admission.get() if self._admission else contextlib.nullcontext():
             self._check_open()
-            seconds = self.settings.run_timeout if run_timeout is None else run_timeout
-            run_id = run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
+            seconds = self.settings.run_timeout if ask.run_timeout is None else ask.run_timeout
+            run_id = ask.run_id or uuid.uuid4().hex[:16]  # the in-process engine names its runs
             log = self._log.bind(run_id=run_id)
-            settings = await self._with_current_tools(settings)
+            settings = await self._with_current_tools(ask.settings)
             engine = InProcessEngine.for_run(
-                client, settings.execution, run_id=run_id, deps=deps, emit=emit, log=log
+                client, settings.execution, run_id=run_id, deps=ask.deps, emit=emit, log=log
             )
             return await self._run_on(
                 engine,
-                input,
+                ask.input,
                 run_id=run_id,
                 emit=emit,
                 log=log,
-                stream=stream,
+                stream=ask.stream,
                 run_timeout=seconds,
                 settings=settings,
+                deps=ask.deps,
+                decide=_decider(ask.hooks),
+                resume=ask.resume,
             )
 
     async def _with_current_tools(self, settings: LoopSettings) -> LoopSettings:
@@ -421,16 +473,31 @@ class Agent:
         stream: bool,
         run_timeout: float | None = None,
         settings: LoopSettings | None = None,
+        deps: Any = None,
+        decide: Decide | None = None,
+        resume: Resume | None = None,
     ) -> RunResult:
-        """The loop on ``input`` through ``engine``: what every engine's runs share.
+        """The loop on ``input`` (or from a paused run's state) through ``engine``: what every
+        engine's runs share.
 
         ``settings``: this run's loop settings (default: the agent's).
         """
-        run = Run(settings or self.settings, engine, RunState(items=input_items(input)), emit, log, stream)
+        state = resume.resumption.state if resume else RunState(items=input_items(input))
+        run = Run(settings or self.settings, engine, state, emit, log, stream, run_id, deps, decide)
         log.info("run.start", model=self.model, tools=len(run.settings.execution.tools), stream=stream)
         try:
-            await emit(RunStarted(run_id=run_id, model=self.model))
-            result = await self._tracing.run(run_id, partial(run.turns_within, run_timeout))
+            if resume is None:
+                await emit(RunStarted(run_id=run_id, model=self.model))
+                work = partial(run.turns_within, run_timeout)
+            else:
+                turn = resume.resumption.turn
+                await emit(RunResumed(run_id, self.model, turns_done=turn, calls_done=len(state.records)))
+                before = partial(self._decided_turn, run, resume)
+                work = partial(run.turns_within, run_timeout, first=turn + 1, before=before)
+            result = await self._tracing.run(run_id, work)
+            if result.status == "awaiting_approval":
+                saved = saved_state(run_id, self.model, run.state, self._state_key)
+                result = dataclasses.replace(result, state=saved)
             await emit(RunFinished(result))
         except AgentError as exc:
             exc.partial_result = exc.partial_result or run.state.result()
@@ -439,6 +506,51 @@ class Agent:
             raise
         log.info("run.end", turns=result.turns, status=result.status, tokens=result.usage.total_tokens)
         return result
+
+    async def _decided_turn(self, run: Run, resume: Resume) -> None:
+        """Run or deny a paused turn's waiting calls; remember those that ran, so that resuming
+        the same state again (the same dict, or a copy in this process) does not run them twice."""
+        saved = resume.resumption
+        done = dict(saved.done)
+        done.update(self._done.known(saved.nonce, [call.call_id for call in saved.waiting]))
+        records = await run.resume_turn(saved.turn, saved.waiting, resume.decisions, done)
+        ran = [record for record in records if record.kind != "denied" and record.call_id not in done]
+        self._done.add(saved.nonce, ran)
+        record_done(resume.saved, self._state_key, ran)
+
+
+Decide = Callable[[ApprovalRequested], Awaitable[object]]
+"""An ``on_approval`` hook made async: its answer decides a call (``None``: pause for a person)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One run as the caller asked for it (what run, run_stream, run_sync and resume share)."""
+
+    settings: LoopSettings
+    input: str | Sequence[JSONObject]
+    deps: Any
+    hooks: Hooks | None
+    stream: bool
+    run_timeout: float | None
+    run_id: str | None
+    resume: Resume | None = None
+
+
+def _decider(hooks: Hooks | None) -> Decide | None:
+    """The hooks' ``on_approval``, awaited if async; an exception in it is a HookError."""
+    policy = hooks.on_approval if hooks is not None else None
+    if policy is None:
+        return None
+
+    async def decide(event: ApprovalRequested) -> object:
+        try:
+            answer = policy(event)
+            return await answer if inspect.isawaitable(answer) else answer
+        except Exception as exc:
+            raise HookError(f"the on_approval hook raised {type(exc).__name__}: {exc}") from exc
+
+    return decide
 
 
 def _check_limits(

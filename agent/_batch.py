@@ -70,7 +70,7 @@ class CallBatch:
     def call_ready(self, call: FunctionCall) -> None:
         """A streamed call is complete: start it now unless its tool waits for the response."""
         tool = self._scope.tools.get(call.name)
-        if tool is None or tool.eager:
+        if tool is None or (tool.eager and tool.needs_approval is False):
             self.start(call)
 
     def start(self, call: FunctionCall) -> None:
@@ -83,6 +83,20 @@ class CallBatch:
             # Asked of the engine here, in call order; awaited in the call's own task.
             step = self._scope.engine.call_tool(_request(self._scope.turn, call))
             self._group.start_soon(self._run, call, step)
+
+    def deny(self, call: FunctionCall, reason: str) -> None:
+        """Answer ``call`` without running it: a ``denied`` record saying ``reason``."""
+        if call.call_id in self._seen:
+            return
+        self._seen[call.call_id] = call
+        message = f"tool {shown_name(call.name)} was not run: {reason}"
+        self._records[call.call_id] = _not_run(call, self._scope.turn, "denied", message)
+
+    def reuse(self, call: FunctionCall, record: ToolCallRecord) -> None:
+        """Answer ``call`` with a record it already has (an approved call run by an earlier resume)."""
+        if call.call_id not in self._seen:
+            self._seen[call.call_id] = call
+            self._records[call.call_id] = record
 
     async def _run(self, call: FunctionCall, step: Awaitable[ToolOutcome]) -> None:
         scope = self._scope

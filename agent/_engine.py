@@ -15,10 +15,11 @@ durable. A third engine implements the two methods of :class:`Engine` and nothin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agent._approvals import PendingApproval
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._result import JSONObject, OutcomeKind
 from agent._wire import FunctionCall, ModelResponse, parse_response
@@ -110,4 +111,14 @@ class Engine(Protocol):
         The loop calls this for a turn's calls one after another, in call order, and awaits
         the results concurrently later: an engine that numbers its steps numbers them here, so
         that a replay numbers them the same way whatever order the calls finish in.
+        """
+
+    async def wait_for_decisions(
+        self, turn: int, pending: Sequence[PendingApproval]
+    ) -> Mapping[str, object] | None:
+        """Decisions for calls that need a person's approval, or ``None`` to pause the run.
+
+        The in-process engine pauses (the run returns its state for :meth:`Agent.resume`); a
+        durable engine can wait instead, durably (a run waiting for days holds no process).
+        The values go through the same checks as ``Agent.resume``'s: only an approval runs.
         """

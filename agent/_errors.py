@@ -26,6 +26,7 @@ Every error the runtime raises derives from :class:`AgentError`::
     └── UsageError                    the caller's mistake, found before anything was sent
         ├── ToolDefinitionError       a tool that cannot be described or made strict
         ├── UnansweredToolCallError   a request would leave a function_call without its output
+        ├── InvalidStateError         a saved run state that cannot be resumed (malformed, changed, newer)
         └── AgentClosedError          the agent was closed (before or during the run)
 
 Errors that end a run carry what was done so far in :attr:`AgentError.partial_result`.
@@ -52,6 +53,7 @@ __all__ = [
     "BadRequestError",
     "HookError",
     "InternalServerError",
+    "InvalidStateError",
     "MaxTurnsExceeded",
     "NotFoundError",
     "OutputRefusedError",
@@ -217,6 +219,12 @@ class ToolSourceError(AgentError):
     """A tool source (an MCP server) could not list its tools: it did not start, did not answer
     within its ``connect_timeout``, or refused. Raised when a run (or the agent's ``async with``)
     starts; once listed, a server that dies only fails the calls made to it."""
+
+
+class InvalidStateError(UsageError):
+    """A saved run state that :meth:`Agent.resume` refuses: not JSON, not ours, changed after it
+    was saved (its digest), from a newer runtime, or naming calls its conversation does not hold.
+    Nothing was run."""
 
 
 class UnansweredToolCallError(UsageError):

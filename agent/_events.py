@@ -15,6 +15,7 @@ from agent._errors import HookError
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 
 __all__ = [
+    "ApprovalRequested",
     "ArgumentsDelta",
     "Emit",
     "Hooks",
@@ -44,11 +45,12 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True)
 class RunResumed:
-    """A durable run goes on after a crash (in place of :class:`RunStarted`).
+    """A run goes on from where it stopped (in place of :class:`RunStarted`): a durable run
+    after a crash, or a paused run resumed with :meth:`Agent.resume`.
 
     The steps it had completed are not run again and their events are not sent again: what
     follows is only the live part. ``turns_done`` model responses and ``calls_done`` tool
-    calls were taken from the run's checkpoints.
+    calls were taken from the run's checkpoints (or its saved state).
     """
 
     run_id: str
@@ -109,6 +111,21 @@ class ModelResponded:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """A call needs a person's approval before it runs (``@tool(needs_approval=...)``).
+
+    Without an ``on_approval`` hook (or when it returns ``None``) the run pauses once the
+    turn's other calls are done; see :attr:`RunResult.pending_approvals`.
+    """
+
+    turn: int
+    call_id: str
+    tool_name: str
+    arguments: str
+    """The arguments as the model wrote them (a JSON text)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStarted:
     """A tool call began (after its arguments arrived complete)."""
 
@@ -160,6 +177,7 @@ RunEvent: TypeAlias = (
     | StreamEvent
     | StreamRestarted
     | ModelResponded
+    | ApprovalRequested
     | ToolCallStarted
     | ToolProgress
     | ToolCallFinished
@@ -201,6 +219,13 @@ class OnToolStart(Protocol):
     def __call__(self, event: ToolCallStarted, /) -> Awaitable[None] | None: ...
 
 
+class OnApproval(Protocol):
+    """Decides a call inline (a policy): ``approve()``, ``deny(reason)``, or ``None`` to let a
+    person decide later (the run then pauses). May be sync or async; anything else denies."""
+
+    def __call__(self, event: ApprovalRequested, /) -> Any: ...
+
+
 class OnToolEnd(Protocol):
     """Called as each tool call ends, with its record; may be sync or async."""
 
@@ -220,6 +245,8 @@ class Hooks:
     on_model_response: OnModelResponse | None = None
     on_tool_start: OnToolStart | None = None
     on_tool_end: OnToolEnd | None = None
+    on_approval: OnApproval | None = None
+    """Not an observer like the others: its answer decides the call (see :class:`OnApproval`)."""
 
     def hook_for(self, event: RunEvent) -> Callable[[Any], Awaitable[None] | None] | None:
         """The hook that wants ``event``, if any."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from agent._approvals import PendingApproval
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest
 from agent._events import Emit, StreamRestarted
 from agent._execution import ExecutionSettings, ToolEnvironment, run_tool
@@ -67,6 +68,12 @@ class InProcessEngine:
         if trace is not None:
             return trace.tool(request, partial(run_tool, request, self.tools))
         return run_tool(request, self.tools)
+
+    async def wait_for_decisions(
+        self, turn: int, pending: Sequence[PendingApproval]
+    ) -> Mapping[str, object] | None:
+        """None: an in-process run pauses, and :meth:`Agent.resume` brings the decisions."""
+        return None
 
     def _stream_reader(self, turn: int, live: LiveTurn | None) -> StreamRead:
         """Reads a streamed response, handing each complete call to ``live`` as it arrives."""

@@ -9,13 +9,17 @@ its :class:`~agent._engine.Engine` (see ``_engine.py``).
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
 from structlog.typing import FilteringBoundLogger
 
+from agent._approvals import Decision, PendingApproval, checked_decision, needs_approval
+from agent._arguments import ArgumentsError
 from agent._batch import CallBatch, TurnScope
 from agent._engine import Engine, ModelRequest
 from agent._errors import (
@@ -27,12 +31,13 @@ from agent._errors import (
     ResponseFailedError,
     RunTimeoutError,
 )
-from agent._events import Emit, ModelResponded, TurnFinished
+from agent._events import ApprovalRequested, Emit, ModelResponded, TurnFinished
 from agent._execution import ExecutionSettings
 from agent._limits import DEFAULT_LIMITS, Limits
 from agent._output import OutputSpec
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 from agent._settings import NO_SETTINGS, ModelSettings
+from agent._tools import ToolContext
 from agent._wire import (
     FunctionCall,
     ModelResponse,
@@ -114,6 +119,8 @@ class RunState:
     response_ids: list[str] = field(default_factory=list)
     last: ModelResponse | None = None
     output_parsed: object = None
+    awaiting: list[PendingApproval] = field(default_factory=list)
+    """The calls the run paused for (their outputs are not in ``items`` yet)."""
 
     def add_response(self, response: ModelResponse) -> None:
         self.last = response
@@ -130,9 +137,11 @@ class RunState:
     def result(self) -> RunResult:
         last = self.last
         incomplete = last is not None and last.status == "incomplete"
-        status: Literal["completed", "incomplete"] = "incomplete" if incomplete else "completed"
+        status: Literal["completed", "incomplete", "awaiting_approval"] = (
+            "awaiting_approval" if self.awaiting else "incomplete" if incomplete else "completed"
+        )
         return RunResult(
-            output=last.output_text if last else "",
+            output=last.output_text if last and not self.awaiting else "",
             items=list(self.items),
             tool_calls=tuple(self.records),
             usage=self.usage,
@@ -142,6 +151,7 @@ class RunState:
             incomplete_reason=last.incomplete_reason if last and incomplete else None,
             last_response=last.body if last else {},
             output_parsed=self.output_parsed,
+            pending_approvals=tuple(self.awaiting),
         )
 
     def add_input(self, item: JSONObject) -> None:
@@ -157,10 +167,16 @@ class _TurnCalls:
     calls: CallBatch | None = None
     accepted: ModelResponse | None = None
     recorded: bool = False
+    waiting: list[FunctionCall] = field(default_factory=list)
+    """Calls left for a person's decision: the run pauses for them once the turn is done."""
 
-    def to_answer(self) -> list[FunctionCall]:
-        """The accepted response's calls, then any started call it does not list."""
+    def to_answer(self, *, pausing: bool = False) -> list[FunctionCall]:
+        """The accepted response's calls (but those waiting, when the run pauses for them),
+        then any started call it does not list."""
         listed = list(self.accepted.function_calls) if self.accepted else []
+        if pausing:
+            left = {call.call_id for call in self.waiting}
+            listed = [call for call in listed if call.call_id not in left]
         known = {call.call_id for call in listed}
         started = self.calls.started_calls if self.calls else ()
         return listed + [call for call in started if call.call_id not in known]
@@ -176,19 +192,36 @@ class Run:
     emit: Emit
     log: FilteringBoundLogger
     stream: bool
+    run_id: str = ""
+    deps: Any = None
+    """Handed to ``needs_approval`` predicates (their ToolContext's ``deps``)."""
+    decide: Callable[[ApprovalRequested], Awaitable[object]] | None = None
+    """The ``on_approval`` hook: its answer decides a call inline (``None``: pause for it)."""
 
-    async def turns_within(self, seconds: float | None) -> RunResult:
-        """:meth:`turns`, cancelled with :class:`RunTimeoutError` once ``seconds`` pass."""
+    async def turns_within(
+        self, seconds: float | None, *, first: int = 1, before: Callable[[], Awaitable[object]] | None = None
+    ) -> RunResult:
+        """``before()`` (a resumed turn's calls), then :meth:`turns` from ``first``, cancelled with
+        :class:`RunTimeoutError` once ``seconds`` pass."""
+
+        async def work() -> RunResult:
+            if before is not None:
+                await before()
+            return await self.turns(first)
+
         if seconds is None:
-            return await self.turns()
+            return await work()
         with anyio.move_on_after(seconds):
-            return await self.turns()
+            return await work()
         raise RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
 
-    async def turns(self) -> RunResult:
+    async def turns(self, first: int = 1) -> RunResult:
+        """Turns from number ``first`` until the answer (or a pause for approvals)."""
         retries = 0
-        for number in range(1, self.settings.max_turns + 1):
+        for number in range(first, self.settings.max_turns + 1):
             response, _ = await self.turn(number)
+            if self.state.awaiting and not await self._decided_by_engine(number):
+                return self.state.result()  # paused: Agent.resume goes on from here
             if response.status == "incomplete" or not response.function_calls:
                 if self._final(response, retries, last_turn=number == self.settings.max_turns):
                     return self.state.result()
@@ -264,8 +297,9 @@ class Run:
             self._record(turn, await calls.settle(turn.to_answer(), f"the response failed ({outcome})"))
             raise outcome
         why = f"the response was incomplete ({outcome.incomplete_reason or 'no reason given'})"
-        records = await calls.settle(turn.to_answer(), why)
+        records = await calls.settle(turn.to_answer(pausing=True), why)
         self._record(turn, records)
+        self.state.awaiting = [_pending(call, number) for call in turn.waiting]
         await self.emit(TurnFinished(number, outcome.id, outcome.usage, len(records)))
         return outcome, records
 
@@ -298,7 +332,7 @@ class Run:
             except AgentError as exc:
                 received = exc
             else:
-                self._start_or_stop(response, calls, group)
+                await self._start_or_stop(number, response, calls, turn, group)
                 return response
         group.cancel_scope.cancel()
         return received
@@ -311,14 +345,82 @@ class Run:
         self.state.add_records(records)
         turn.recorded = True
 
-    @staticmethod
-    def _start_or_stop(response: ModelResponse, calls: CallBatch, group: anyio.abc.TaskGroup) -> None:
-        """Start the response's calls, or, when it was cut short, stop those already started."""
+    async def _start_or_stop(
+        self,
+        number: int,
+        response: ModelResponse,
+        calls: CallBatch,
+        turn: _TurnCalls,
+        group: anyio.abc.TaskGroup,
+    ) -> None:
+        """Start the response's calls (those needing approval once decided), or, when it was
+        cut short, stop those already started."""
         if response.status == "incomplete":
             group.cancel_scope.cancel()
             return
+        asking = []
         for call in response.function_calls:
-            calls.start(call)
+            if await self._needs_approval(number, call):
+                asking.append(call)
+            else:
+                calls.start(call)
+        for call in asking:
+            event = ApprovalRequested(number, call.call_id, call.name, call.arguments)
+            await self.emit(event)
+            answer = await self.decide(event) if self.decide is not None else None
+            if answer is None:
+                turn.waiting.append(call)
+            else:
+                apply_decision(calls, call, checked_decision(answer))
+
+    async def _decided_by_engine(self, number: int) -> bool:
+        """Whether the engine got decisions for the waiting calls (a durable wait) and they ran."""
+        waiting = self.state.awaiting
+        decisions = await self.engine.wait_for_decisions(number, waiting)
+        if decisions is None:
+            return False
+        await self.resume_turn(number, [_asked_call(each) for each in waiting], decisions, {})
+        return True
+
+    async def _needs_approval(self, number: int, call: FunctionCall) -> bool:
+        """Whether ``call``'s tool wants a person's decision first (never for a call that cannot run)."""
+        tool = self.settings.execution.tools.get(call.name)
+        if tool is None or tool.needs_approval is False:
+            return False
+        if tool.needs_approval is True:
+            return True
+        try:
+            arguments = tool.validate(call.arguments, self.settings.limits)
+        except ArgumentsError:
+            return False  # it will not run: its outcome is invalid_arguments
+        context = ToolContext(call.call_id, tool.name, self.deps, number, run_id=self.run_id)
+        return await needs_approval(tool.needs_approval, context, arguments)
+
+    async def resume_turn(
+        self,
+        number: int,
+        waiting: list[FunctionCall],
+        decisions: Mapping[str, object],
+        done: Mapping[str, ToolCallRecord],
+    ) -> list[ToolCallRecord]:
+        """Finish turn ``number`` of a paused run: its waiting calls run, or are denied, as decided.
+
+        ``done``: records of approved calls an earlier resume of the same state already ran
+        (reused, not run again). Returns the turn's new records, already in the state.
+        """
+        self.state.awaiting = []
+        async with anyio.create_task_group() as group:
+            calls = CallBatch(group, self._scope(number))
+            for call in waiting:
+                if call.call_id in done:
+                    calls.reuse(call, done[call.call_id])
+                else:
+                    apply_decision(calls, call, checked_decision(decisions.get(call.call_id)))
+        records = await calls.settle(waiting, "the run was resumed")
+        sent_before = self.state.pending
+        self.state.add_records(records)
+        self.state.pending = sent_before + self.state.pending  # previous_response_id sends both
+        return records
 
     async def _accept(self, turn: int, response: ModelResponse, calls: _TurnCalls) -> ModelResponse:
         """Keep ``response`` with its repeated call ids made one; raise if it cannot go on."""
@@ -331,6 +433,34 @@ class Run:
             raise conflict
         _check_status(accepted)
         return accepted
+
+
+def apply_decision(calls: CallBatch, call: FunctionCall, decision: Decision | None) -> None:
+    """Start ``call`` as approved (with edited arguments, if any), or deny it."""
+    if decision is None:
+        calls.deny(call, "no valid approval decision was given")
+    elif not decision.approved:
+        reason = f"denied by the user: {decision.reason}" if decision.reason else "denied by the user"
+        calls.deny(call, reason)
+    elif decision.arguments is None:
+        calls.start(call)
+    else:
+        try:
+            edited = json.dumps(decision.arguments, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError):
+            calls.deny(call, "the approved arguments are not JSON")
+        else:
+            calls.start(call.model_copy(update={"arguments": edited}))
+
+
+def _asked_call(pending: PendingApproval) -> FunctionCall:
+    return FunctionCall(
+        type="function_call", call_id=pending.call_id, name=pending.tool_name, arguments=pending.arguments
+    )
+
+
+def _pending(call: FunctionCall, turn: int) -> PendingApproval:
+    return PendingApproval(call.call_id, call.name, call.arguments, turn)
 
 
 def _sole(errors: BaseExceptionGroup[BaseException]) -> BaseException:

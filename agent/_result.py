@@ -5,18 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent._approvals import PendingApproval
+
 __all__ = ["JSONObject", "OutcomeKind", "RunResult", "ToolCallRecord", "Usage"]
 
 JSONObject = dict[str, Any]
 """A JSON object as it crosses the wire (a Responses input or output item, a request body)."""
 
 OutcomeKind = Literal[
-    "ok", "invalid_arguments", "unknown_tool", "timeout", "cancelled", "tool_error", "rejected"
+    "ok", "invalid_arguments", "unknown_tool", "timeout", "cancelled", "tool_error", "rejected", "denied"
 ]
 """How one tool call ended. Every kind but ``"ok"`` is sent to the model as an error output.
 
 ``"rejected"``: the runtime did not run the call because a limit forbade it (e.g. more calls in
-one response than ``Limits.max_calls_per_response``)."""
+one response than ``Limits.max_calls_per_response``). ``"denied"``: a person (or the
+``on_approval`` policy) did not approve it, or no valid decision was given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,24 @@ class ToolCallRecord:
         """Whether the tool ran and returned a result."""
         return self.kind == "ok"
 
+    def to_json(self) -> JSONObject:
+        """The record as JSON, without its exception (not data, and it may hold secrets)."""
+        return {
+            "name": self.name,
+            "call_id": self.call_id,
+            "arguments": self.arguments,
+            "output": self.output,
+            "kind": self.kind,
+            "error": self.error,
+            "duration": self.duration,
+            "turn": self.turn,
+        }
+
+    @classmethod
+    def from_json(cls, data: JSONObject) -> ToolCallRecord:
+        """The record :meth:`to_json` wrote (``exception`` is ``None``)."""
+        return cls(**{key: value for key, value in data.items() if key != "exception"})
+
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -107,7 +128,9 @@ class RunResult:
     turns: int
     """How many model responses the run took."""
     response_ids: tuple[str, ...]
-    status: Literal["completed", "incomplete"] = "completed"
+    status: Literal["completed", "incomplete", "awaiting_approval"] = "completed"
+    """``"awaiting_approval"``: the run paused for :attr:`pending_approvals`; resume it from
+    :attr:`state` with :meth:`Agent.resume`."""
     incomplete_reason: str | None = None
     """Why the last response was cut short (e.g. ``"max_output_tokens"``), when ``status`` says so."""
     last_response: JSONObject = field(default_factory=dict, repr=False)
@@ -115,3 +138,8 @@ class RunResult:
     output_parsed: Any = None
     """The final answer as the run's ``output_type`` (an instance of it); ``None`` without one,
     or when the run ended ``"incomplete"``."""
+    pending_approvals: tuple[PendingApproval, ...] = ()
+    """The calls waiting for a decision (``status == "awaiting_approval"``), in call order."""
+    state: JSONObject | None = field(default=None, repr=False, compare=False)
+    """A paused run's saved state: JSON-serialisable, for :meth:`Agent.resume` (``None`` unless
+    ``status == "awaiting_approval"``)."""

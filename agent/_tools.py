@@ -23,6 +23,7 @@ import docstring_parser
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from agent._approvals import NeedsApproval
 from agent._arguments import MAX_ERRORS, ArgumentsError, parse_arguments, safe_str, summarise
 from agent._errors import ToolDefinitionError
 from agent._events import Emit, ToolProgress
@@ -125,9 +126,14 @@ class Tool(Generic[P, R]):
         strict: bool | None = None,
         max_concurrency: int | None = None,
         eager: bool = True,
+        needs_approval: NeedsApproval = False,
     ) -> None:
         self.function = function
         self.eager = eager
+        if not (isinstance(needs_approval, bool) or callable(needs_approval)):
+            raise ToolDefinitionError(f"needs_approval must be a bool or a function, got {needs_approval!r}")
+        self.needs_approval: NeedsApproval = needs_approval
+        """Whether a call waits for a person's decision (see :func:`agent.approve`)."""
         self.name: str = _checked_name(getattr(function, "__name__", "") if name is None else name)
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
@@ -343,6 +349,7 @@ def tool(
     strict: bool | None = None,
     max_concurrency: int | None = None,
     eager: bool = True,
+    needs_approval: NeedsApproval = False,
 ) -> Tool[P, R]: ...
 
 
@@ -358,6 +365,7 @@ def tool(
     strict: bool | None = None,
     max_concurrency: int | None = None,
     eager: bool = True,
+    needs_approval: NeedsApproval = False,
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -372,6 +380,7 @@ def tool(
     strict: bool | None = None,
     max_concurrency: int | None = None,
     eager: bool = True,
+    needs_approval: NeedsApproval = False,
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make a sync or async function a tool: ``@tool``, ``@tool(...)`` or ``tool(fn, ...)``.
 
@@ -392,6 +401,11 @@ def tool(
             happen for a response that later fails: the call then waits for
             ``response.completed``. (A streamed request is never retried once a call started,
             so no call runs twice either way.)
+        needs_approval: ``True`` (or a predicate ``(ctx, arguments) -> bool``, sync or async,
+            on the validated arguments): a call waits for a person's decision before it runs;
+            the run pauses for it (see ``Agent.resume``) unless an ``on_approval`` hook decides.
+            Only the predicate's ``False`` lets a call run unasked (``None`` or an exception
+            asks). Such calls never start early in a streamed run.
     """
 
     def wrap(func: Callable[P, R]) -> Tool[P, R]:
@@ -404,6 +418,7 @@ def tool(
             strict=strict,
             max_concurrency=max_concurrency,
             eager=eager,
+            needs_approval=needs_approval,
         )
 
     return wrap if function is None else wrap(function)

@@ -495,3 +495,17 @@ async def test_a_durable_dbos_run_calls_an_mcp_servers_tool(anyio_backend: str, 
             result = await durable.run("What is the forecast for Oslo?", run_id="mcp-durable")
     assert [(c.name, c.kind) for c in result.tool_calls] == [("forecast", "ok")]
     assert "sunny" in result.tool_calls[0].output
+
+
+async def test_an_mcp_servers_tools_can_need_approval() -> None:
+    """``needs_approval=`` on a source applies to its tools: the run pauses, resuming calls the server."""
+    from agent import approve
+
+    source = memory_source(weather_server(), needs_approval=lambda ctx, args: ctx.tool_name == "forecast")
+    replies = [response(function_call("forecast", {"city": "Oslo"}, "fc-1")), response(message("ok"))]
+    agent, _ = scripted_agent(replies, tools=[source])
+    async with agent:
+        paused = await agent.run("go")
+        assert [p.call_id for p in paused.pending_approvals] == ["fc-1"]
+        final = await agent.resume(paused.state, {"fc-1": approve()})
+    assert final.tool_calls[0].output == "Oslo: sunny for 1 day(s)"

@@ -7,6 +7,12 @@ import inspect
 import agent
 
 EXPECTED = {
+    "ApprovalRequested",
+    "Decision",
+    "InvalidStateError",
+    "PendingApproval",
+    "approve",
+    "deny",
     "StreamRestarted",
     "HookError",
     "RunStream",

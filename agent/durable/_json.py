@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 import agent._errors as errors
+from agent._approvals import PendingApproval
 from agent._errors import AgentError, APIError
 from agent._output import output_from_json, output_to_json
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
@@ -26,7 +27,7 @@ def result_to_json(result: RunResult) -> JSONObject:
     return {
         "output": result.output,
         "items": result.items,
-        "tool_calls": [_record_to_json(record) for record in result.tool_calls],
+        "tool_calls": [record.to_json() for record in result.tool_calls],
         "usage": dataclasses.asdict(result.usage),
         "turns": result.turns,
         "response_ids": list(result.response_ids),
@@ -34,13 +35,9 @@ def result_to_json(result: RunResult) -> JSONObject:
         "incomplete_reason": result.incomplete_reason,
         "last_response": result.last_response,
         "output_parsed": output_to_json(result.output_parsed),
+        "pending_approvals": [dataclasses.asdict(waiting) for waiting in result.pending_approvals],
+        "state": result.state,
     }
-
-
-def _record_to_json(record: ToolCallRecord) -> JSONObject:
-    """``record`` without its exception, which is not data (and may hold secrets)."""
-    fields = dataclasses.fields(record)
-    return {f.name: getattr(record, f.name) for f in fields if f.name != "exception"}
 
 
 def result_from_json(data: JSONObject, output_type: Any = None) -> RunResult:
@@ -52,7 +49,7 @@ def result_from_json(data: JSONObject, output_type: Any = None) -> RunResult:
     return RunResult(
         output=data["output"],
         items=list(data["items"]),
-        tool_calls=tuple(ToolCallRecord(**record) for record in data["tool_calls"]),
+        tool_calls=tuple(ToolCallRecord.from_json(record) for record in data["tool_calls"]),
         usage=Usage(**data["usage"]),
         turns=data["turns"],
         response_ids=tuple(data["response_ids"]),
@@ -60,6 +57,8 @@ def result_from_json(data: JSONObject, output_type: Any = None) -> RunResult:
         incomplete_reason=data["incomplete_reason"],
         last_response=data["last_response"],
         output_parsed=output_from_json(data.get("output_parsed"), output_type),
+        pending_approvals=tuple(PendingApproval(**waiting) for waiting in data.get("pending_approvals", ())),
+        state=data.get("state"),
     )
 
 

@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -47,6 +47,7 @@ from dbos import (
 from dbos._dbos import _get_dbos_instance
 
 from agent._agent import Agent
+from agent._approvals import PendingApproval
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
 from agent._errors import AgentError, RunError, UsageError
 from agent._events import (
@@ -140,6 +141,11 @@ class _DBOSEngine:
         stored = await step
         self.gate.call_done(request.turn, request.call_id)
         return ToolOutcome(stored["output"], stored["kind"], stored["error"], stored["duration"])
+
+    async def wait_for_decisions(
+        self, turn: int, pending: Sequence[PendingApproval]
+    ) -> Mapping[str, object] | None:
+        return await self.inner.wait_for_decisions(turn, pending)
 
 
 _RUN: contextvars.ContextVar[_DBOSEngine] = contextvars.ContextVar("agent_durable_run")

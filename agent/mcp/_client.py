@@ -12,7 +12,7 @@ import re
 import shlex
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import anyio
 import anyio.lowlevel
@@ -26,6 +26,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND
 from structlog.typing import FilteringBoundLogger
 
+from agent._approvals import NeedsApproval
 from agent._errors import ToolDefinitionError, ToolError, ToolSourceError, UsageError
 from agent._logging import silent_logger
 from agent._sources import ToolSource
@@ -36,6 +37,9 @@ from agent.mcp._connection import Connection, loop_identity
 from agent.mcp._results import output_of
 
 __all__ = ["MCPTool", "MCPTools", "mcp_http", "mcp_stdio"]
+
+DEFAULT_CONNECT_TIMEOUT = 30.0
+"""Seconds to start a server (or reach it) and list its tools, unless ``connect_timeout`` says."""
 
 _MAX_PAGES = 100
 """Pages of ``tools/list`` read at most: a server whose cursor never ends cannot hang a run."""
@@ -54,12 +58,13 @@ class MCPTools(ToolSource):
         self,
         transport: Callable[[], Transport],
         *,
-        name: str,
+        name: str | None,
         prefix: str | None = None,
         timeout: float | None = None,
-        connect_timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_concurrency: int | None = None,
         prefer_structured: bool = False,
+        needs_approval: NeedsApproval = False,
         logger: FilteringBoundLogger | None = None,
     ) -> None:
         super().__init__()
@@ -70,11 +75,12 @@ class MCPTools(ToolSource):
             raise UsageError(f"max_concurrency must be >= 1 (or None), got {max_concurrency!r}")
         if prefix is not None and not re.fullmatch(r"[a-zA-Z0-9_-]{1,32}", prefix):
             raise UsageError(f"prefix must match ^[a-zA-Z0-9_-]{{1,32}}$, got {prefix!r}")
-        self.name = name
+        self.name = name or "mcp"
         self.prefix = prefix
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.prefer_structured = prefer_structured
+        self.needs_approval = needs_approval
         self._transport = transport
         self._limiter = LoopLocalLimiter(max_concurrency) if max_concurrency else None
         self._log = (logger or silent_logger()).bind(mcp_server=name)
@@ -246,6 +252,7 @@ class MCPTool(Tool[..., Any]):
             description=remote.description or remote.title or "",
             parameters=_parameters(remote.input_schema),
             timeout=source.timeout,
+            needs_approval=source.needs_approval,
         )
         self.source = source
         self.remote_name = remote.name
@@ -259,18 +266,25 @@ class MCPTool(Tool[..., Any]):
         return partial(self.source.call, self.remote_name, arguments, context)
 
 
+class SourceOptions(TypedDict, total=False):
+    """The options :func:`mcp_stdio` and :func:`mcp_http` share (see :func:`mcp_stdio`)."""
+
+    prefix: str | None
+    name: str | None
+    timeout: float | None
+    connect_timeout: float
+    max_concurrency: int | None
+    prefer_structured: bool
+    needs_approval: NeedsApproval
+    logger: FilteringBoundLogger | None
+
+
 def mcp_stdio(
     command: str | Sequence[str],
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
-    prefix: str | None = None,
-    name: str | None = None,
-    timeout: float | None = None,
-    connect_timeout: float = 30.0,
-    max_concurrency: int | None = None,
-    prefer_structured: bool = False,
-    logger: FilteringBoundLogger | None = None,
+    **options: Unpack[SourceOptions],
 ) -> MCPTools:
     """The tools of an MCP server run as a subprocess, spoken to over its stdin/stdout.
 
@@ -282,10 +296,12 @@ def mcp_stdio(
         prefix: Prepended to every tool name as ``prefix_name`` (to avoid clashes).
         name: How errors and logs name the server (default: the command line).
         timeout: Seconds each call may take (default: the agent's ``tool_timeout``).
-        connect_timeout: Seconds to start the server and list its tools.
+        connect_timeout: Seconds to start the server and list its tools (default 30).
         max_concurrency: At most this many calls to this server at once, across all runs.
         prefer_structured: Send the model a result's ``structuredContent`` (as JSON) rather
             than its text when it has both.
+        needs_approval: As for ``@tool``, for every tool of the server (``True``, or a
+            predicate ``(ctx, arguments) -> bool``; ``ctx.tool_name`` tells which tool).
         logger: A structlog logger for connection events (default: silent).
     """
     words = shlex.split(command) if isinstance(command, str) else list(command)
@@ -293,51 +309,29 @@ def mcp_stdio(
         raise UsageError("mcp_stdio needs a command")
     extra_env = dict(env) if env else None
     parameters = StdioServerParameters(command=words[0], args=words[1:], env=extra_env, cwd=cwd)
-    return MCPTools(
-        partial(stdio_client, parameters),
-        name=name or shlex.join(words),
-        prefix=prefix,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_concurrency=max_concurrency,
-        prefer_structured=prefer_structured,
-        logger=logger,
-    )
+    options["name"] = options.get("name") or shlex.join(words)
+    return MCPTools(partial(stdio_client, parameters), **options)
 
 
 def mcp_http(
     url: str,
     *,
     headers: Mapping[str, str] | None = None,
-    prefix: str | None = None,
-    name: str | None = None,
-    timeout: float | None = None,
-    connect_timeout: float = 30.0,
-    max_concurrency: int | None = None,
-    prefer_structured: bool = False,
-    logger: FilteringBoundLogger | None = None,
+    **options: Unpack[SourceOptions],
 ) -> MCPTools:
     """The tools of an MCP server at ``url``, spoken to over streamable HTTP.
 
     Args:
         url: The server's MCP endpoint, e.g. ``https://host/mcp``.
         headers: Sent with every request, e.g. ``{"Authorization": "Bearer ..."}``; never logged.
-        prefix, name, timeout, connect_timeout, max_concurrency, prefer_structured, logger: as
-            for :func:`mcp_stdio`
-            (``name`` defaults to the URL without credentials and query).
+        options: As for :func:`mcp_stdio` (``name`` defaults to the URL without credentials
+            and query).
     """
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"mcp_http needs an http:// or https:// URL, got {shown_url(url)!r}")
-    return MCPTools(
-        partial(_http_transport, url, dict(headers or {}), connect_timeout),
-        name=name or shown_url(url),
-        prefix=prefix,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_concurrency=max_concurrency,
-        prefer_structured=prefer_structured,
-        logger=logger,
-    )
+    connect_timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    options["name"] = options.get("name") or shown_url(url)
+    return MCPTools(partial(_http_transport, url, dict(headers or {}), connect_timeout), **options)
 
 
 @contextlib.asynccontextmanager
