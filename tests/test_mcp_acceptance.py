@@ -36,7 +36,7 @@ from agent import (
     ToolSourceError,
     tool,
 )
-from agent.localmodel import AutoPolicy, LocalModelServer
+from agent.localmodel import AutoPolicy, LocalModelServer, ScriptPolicy
 from agent.mcp import MCPTools, mcp_http, mcp_stdio
 from tests._mcp_processes import (
     HTTPServerProcess,
@@ -263,6 +263,24 @@ async def test_max_concurrency_limits_calls_to_one_server(servers: Servers, mode
     durations = sorted(only_call(result).duration for result in results)
     assert durations[0] >= 0.9
     assert durations[1] >= 1.9
+
+
+@pytest.mark.anyio
+async def test_arguments_against_the_servers_schema_never_reach_it(servers: Servers) -> None:
+    """Arguments that break the server's inputSchema: invalid_arguments, checked here, not sent."""
+    name = tag()
+    script = ScriptPolicy(
+        [
+            [{"type": "function_call", "name": "slow", "arguments": {"seconds": "soon", "tag": name}}],
+            [{"type": "message", "content": "done"}],
+        ]
+    )
+    with LocalModelServer(script) as scripted:
+        async with agent_for(scripted, servers.source("http")) as agent:
+            record = only_call(await agent.run("go"))
+    assert record.kind == "invalid_arguments"
+    assert "seconds" in record.output
+    assert not (servers.journal / f"{name}.start").exists()
 
 
 # 2. A server killed mid-call.
