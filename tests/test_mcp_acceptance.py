@@ -283,6 +283,17 @@ async def test_arguments_against_the_servers_schema_never_reach_it(servers: Serv
     assert not (servers.journal / f"{name}.start").exists()
 
 
+def test_run_sync_starts_and_stops_a_stdio_server_each_time(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """`run_sync` (an event loop per call) twice: each starts the server, gets the result, stops it."""
+    agent = agent_for(model, servers.source("stdio"))
+    for text in ("first", "second"):
+        record = only_call(agent.run_sync(f'echo "{text}"'))
+        assert (record.kind, record.output) == ("ok", text)
+        assert servers.stdio_processes() == []
+
+
 # 2. A server killed mid-call.
 
 
