@@ -400,6 +400,18 @@ async def test_every_call_in_flight_fails_when_the_server_dies(
 
 
 @pytest.mark.anyio
+async def test_a_call_longer_than_httpx_default_timeout_completes(
+    servers: Servers, model: LocalModelServer
+) -> None:
+    """A 6 s call over HTTP (httpx's default timeout is 5 s) ends ok: no hidden hard-coded timeout."""
+    name = tag()
+    async with agent_for(model, servers.source("http"), tool_timeout=30.0) as agent:
+        record = only_call(await agent.run(f'slow with seconds 6 and tag "{name}"'))
+    assert (record.kind, record.output) == ("ok", "slept 6.0")
+    assert (servers.journal / f"{name}.end").exists()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_call_that_never_returns_times_out_at_the_tool_timeout(
     transport: Transport, servers: Servers, model: LocalModelServer
