@@ -512,6 +512,28 @@ async def concurrent_runs(
     )
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["stdio", "stdio-2025"])
+async def test_concurrent_first_runs_share_one_session(
+    transport: Transport, servers: Servers, model: LocalModelServer
+) -> None:
+    """Ten runs starting at once on a source not yet connected: one server process serves them all."""
+    pids: list[str] = []
+
+    async def one() -> None:
+        pids.append(only_call(await agent.run("pid")).output)
+
+    agent = agent_for(model, servers.source(transport))  # no `async with`: the runs connect it
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(one)
+    finally:
+        await agent.aclose()
+    assert len(pids) == 10
+    assert len(set(pids)) == 1
+
+
 CONCURRENT_WAYS = [("asyncio", "2026"), ("trio", "2026"), ("asyncio", "2025")]
 """(anyio_backend, protocol era) of the concurrent-runs tests."""
 
