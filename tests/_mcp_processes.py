@@ -104,9 +104,11 @@ def start_http_server(
 
 
 @contextmanager
-def http_server(journal: Path | None = None, *, legacy: bool = False) -> Iterator[HTTPServerProcess]:
+def http_server(
+    journal: Path | None = None, *, port: int | None = None, legacy: bool = False
+) -> Iterator[HTTPServerProcess]:
     """`start_http_server`, stopped at exit."""
-    server = start_http_server(journal, legacy=legacy)
+    server = start_http_server(journal, port=port, legacy=legacy)
     try:
         yield server
     finally:

@@ -43,6 +43,7 @@ from tests._mcp_processes import (
     descendants_mentioning,
     eventually,
     fixture_processes,
+    free_port,
     http_server,
     start_http_server,
     stdio_command,
@@ -344,6 +345,24 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
             assert await server_pid(agent) == server.pid != first
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_a_server_down_at_the_first_run_is_used_once_it_is_up(
+    journal: Path, model: LocalModelServer
+) -> None:
+    """Nothing on the port: the run raises ToolSourceError, sending nothing; once up, the next run works."""
+    port = free_port()
+    agent = agent_for(model, mcp_http(f"http://127.0.0.1:{port}/mcp"))
+    try:
+        sent = len(model.requests)
+        with pytest.raises(ToolSourceError, match=f"127.0.0.1:{port}"):
+            await agent.run("pid")
+        assert len(model.requests) == sent
+        with http_server(journal, port=port) as server:
+            assert await server_pid(agent) == server.pid
+    finally:
+        await agent.aclose()
 
 
 @pytest.mark.anyio
