@@ -158,17 +158,9 @@ def descendants_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll `condition` every 20 ms until it holds; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-
-
 async def eventually(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """`wait_for` without blocking the event loop."""
+    """Poll `condition` every 20 ms (without blocking the event loop) until it holds; fail naming
+    `what` after `timeout` seconds."""
     with anyio.move_on_after(timeout):
         while not condition():
             await anyio.sleep(0.02)
