@@ -5,7 +5,8 @@ Results go to stdout, everything else (progress, logs, errors) to stderr, so the
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
 model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
 it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
-live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra);
+live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra); the
+``--mcp`` servers in ``agent._cli_mcp_tools``, imported only when given (so is the ``mcp`` extra);
 approvals (the terminal prompt, pausing, ``resume``'s decisions) in ``agent._cli_approvals``.
 """
 
@@ -24,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import httpx
@@ -67,6 +68,9 @@ from agent.localmodel import (
     endpoint_or_local,
     serve,
 )
+
+if TYPE_CHECKING:
+    from agent.mcp import MCPTools  # an optional extra, imported only when --mcp is given
 
 __all__ = ["INCOMPLETE_EXIT", "PAUSED_EXIT", "app", "main"]
 
@@ -133,6 +137,20 @@ MetadataOption = Annotated[list[str] | None, typer.Option(help="k=v request meta
 OtelOption = Annotated[
     bool, typer.Option("--otel", help="Export OpenTelemetry spans (OTEL_TRACES_EXPORTER=console|otlp).")
 ]
+McpOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp",
+        help="An MCP server whose tools to add: 'stdio:COMMAND ARGS...' or an http(s):// URL; repeatable.",
+        show_default=False,
+    ),
+]
+McpHeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp-header", help="'Name: value' sent to every HTTP --mcp server; repeatable.", show_default=False
+    ),
+]
 
 
 @app.command()
@@ -164,6 +182,8 @@ def run(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
     model: ModelOption = "gpt-4.1",
     tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
     instructions: InstructionsOption = None,
     max_turns: MaxTurnsOption = 20,
     metadata: MetadataOption = None,
@@ -184,7 +204,7 @@ def run(
     verbose: VerboseOption = False,
     otel: OtelOption = False,
 ) -> None:
-    """One run with the builtin tools (or --tools); prints the final answer on stdout.
+    """One run with the builtin tools (or --tools, --mcp); prints the final answer on stdout.
 
     With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database. Calls that
     need approval are asked for on a terminal; elsewhere, without --approve-all or --deny-all,
@@ -206,7 +226,9 @@ def run(
         return
     else:
         runner = _durable_runner(prompt, durable, name, run_id)
-    registry = load_tools(tools or ["builtin"])
+    registry = load_tools(tools or ([] if mcp else ["builtin"]))
+    for server in _mcp_servers(mcp or [], mcp_header or []):
+        registry.add(server)
     options = _agent_options(model, instructions, max_turns, metadata)
     _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
 
@@ -226,6 +248,8 @@ def resume(
     save_state: StateFileOption = None,
     model: Annotated[str | None, typer.Option(help="Model name (default: the paused run's).")] = None,
     tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
     instructions: InstructionsOption = None,
     max_turns: MaxTurnsOption = 20,
     metadata: MetadataOption = None,
@@ -237,14 +261,16 @@ def resume(
 ) -> None:
     """Resume a run that paused for approvals, from its STATE_FILE; prints the answer like `agent run`.
 
-    Give the paused run's --tools. A waiting call not named by --approve or --deny is decided by
+    Give the paused run's --tools and --mcp. A waiting call not named by --approve or --deny is decided by
     --approve-all/--deny-all, else asked for on a terminal, else denied. What the resume runs is
     written back to STATE_FILE, so resuming it again does not run an approved call twice.
     """
     _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
     approvals = Approvals(approve_all, deny_all, save_state, tools=tools or [])
-    registry = load_tools(tools or ["builtin"])
+    registry = load_tools(tools or ([] if mcp else ["builtin"]))
+    for server in _mcp_servers(mcp or [], mcp_header or []):
+        registry.add(server)
     state = read_state(state_file)
     decisions = resume_decisions_for(state, registry, approve or [], deny or [], approvals)
     runner = resume_runner(state_file, state, decisions, approvals, stream=output.stream)
@@ -353,10 +379,20 @@ def runs(
 
 
 @app.command("tools")
-def list_tools(tools: ToolsOption = None) -> None:
-    """The registered tools and their JSON schemas, as JSON."""
-    registry = load_tools(tools or ["builtin"])
-    typer.echo(json.dumps(registry.wire(), indent=2))
+def list_tools(
+    tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """The registered tools and their JSON schemas, as JSON (an MCP server's tools name it)."""
+    entries = load_tools(tools or ([] if mcp else ["builtin"])).wire()
+    servers = _mcp_servers(mcp or [], mcp_header or [])
+    if servers:
+        from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
+
+        entries += _guarded(lambda: _cli_mcp_tools.list_tools(servers), verbose)
+    typer.echo(json.dumps(entries, indent=2))
 
 
 @app.command("serve-local")
@@ -437,6 +473,20 @@ def _import(module_name: str) -> ModuleType:
 def _is_prefix(package: str, module_name: str) -> bool:
     """Whether ``package`` is ``module_name`` or one of its parent packages."""
     return module_name == package or module_name.startswith(package + ".")
+
+
+def _mcp_servers(specs: list[str], headers: list[str]) -> list[MCPTools]:
+    """The tool sources of ``--mcp`` (with ``--mcp-header``); exits 2 on a bad value or without the extra."""
+    if not specs and not headers:
+        return []
+    if importlib.util.find_spec("mcp") is None:
+        _fail("--mcp needs the mcp extra: pip install 'agent-runtime[mcp]'", code=2)
+    from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
+
+    try:
+        return _cli_mcp_tools.sources(specs, _cli_mcp_tools.parse_headers(headers))
+    except ValueError as exc:
+        _fail(str(exc), code=2)
 
 
 def _parse_metadata(pairs: list[str]) -> dict[str, str] | None:
