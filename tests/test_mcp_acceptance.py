@@ -60,6 +60,19 @@ BACKENDS = ["asyncio", "trio"]
 EVERY_WAY = [*(("asyncio", t) for t in ALL_TRANSPORTS), *(("trio", t) for t in TRANSPORTS)]
 """(anyio_backend, transport): every transport under asyncio, the 2026 ones under trio too."""
 SOAK_RUNS = int(os.environ.get("AGENT_SOAK_RUNS", "500"))
+
+
+def slow_2025(values: list[Any]) -> list[Any]:
+    """``values`` with the 2025-protocol cases under the slow marker (the default suite keeps them
+    for the basic run only; `.ci/run` runs the slow ones too)."""
+    return [
+        pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=pytest.mark.slow)
+        if "2025" in str(v)
+        else v
+        for v in values
+    ]
+
+
 PROMPTLY = 5.0
 """Seconds within which a call to a killed server must fail (measured: ~0.03 s after the kill);
 well under the 30 s tool timeout of those tests, so a hang until the timeout cannot pass."""
@@ -299,7 +312,7 @@ def test_run_sync_starts_and_stops_a_stdio_server_each_time(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", ["stdio", "stdio-2025"])
+@pytest.mark.parametrize("transport", slow_2025(["stdio", "stdio-2025"]))
 async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -320,7 +333,7 @@ async def test_stdio_server_killed_mid_call_fails_the_call_and_the_next_run_reco
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("legacy", [False, True], ids=["2026", "2025"])
+@pytest.mark.parametrize("legacy", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["2026", "2025"])
 async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_reconnects(
     legacy: bool, journal: Path, model: LocalModelServer
 ) -> None:
@@ -347,6 +360,7 @@ async def test_http_server_killed_mid_call_fails_the_call_and_the_next_run_recon
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_server_down_at_the_first_run_is_used_once_it_is_up(
     journal: Path, model: LocalModelServer
@@ -366,7 +380,7 @@ async def test_a_server_down_at_the_first_run_is_used_once_it_is_up(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("legacy", [False, True], ids=["2026", "2025"])
+@pytest.mark.parametrize("legacy", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["2026", "2025"])
 async def test_an_http_server_restarted_between_runs_is_reconnected(
     legacy: bool, journal: Path, model: LocalModelServer
 ) -> None:
@@ -385,7 +399,7 @@ async def test_an_http_server_restarted_between_runs_is_reconnected(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+@pytest.mark.parametrize("transport", slow_2025(ALL_TRANSPORTS))
 async def test_every_call_in_flight_fails_when_the_server_dies(
     transport: Transport, servers: Servers, journal: Path, model: LocalModelServer
 ) -> None:
@@ -418,6 +432,7 @@ async def test_every_call_in_flight_fails_when_the_server_dies(
 # 3. A server that never answers.
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_call_longer_than_httpx_default_timeout_completes(
     servers: Servers, model: LocalModelServer
@@ -445,7 +460,7 @@ async def test_a_call_that_never_returns_times_out_at_the_tool_timeout(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+@pytest.mark.parametrize("transport", slow_2025(ALL_TRANSPORTS))
 async def test_a_timed_out_call_is_cancelled_on_the_server(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -461,7 +476,7 @@ async def test_a_timed_out_call_is_cancelled_on_the_server(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", ALL_TRANSPORTS)
+@pytest.mark.parametrize("transport", slow_2025(ALL_TRANSPORTS))
 async def test_a_cancelled_run_cancels_its_call_on_the_server(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -532,7 +547,7 @@ async def concurrent_runs(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("transport", ["stdio", "stdio-2025"])
+@pytest.mark.parametrize("transport", slow_2025(["stdio", "stdio-2025"]))
 async def test_concurrent_first_runs_share_one_session(
     transport: Transport, servers: Servers, model: LocalModelServer
 ) -> None:
@@ -558,7 +573,7 @@ CONCURRENT_WAYS = [("asyncio", "2026"), ("trio", "2026"), ("asyncio", "2025")]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("anyio_backend", "era"), CONCURRENT_WAYS)
+@pytest.mark.parametrize(("anyio_backend", "era"), slow_2025(CONCURRENT_WAYS))
 async def test_two_servers_at_once_serve_concurrent_runs(
     anyio_backend: str, era: str, servers: Servers, model: LocalModelServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -652,7 +667,7 @@ def fresh_source(transport: Transport, journal: Path) -> Iterator[MCPTools]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("anyio_backend", "transport"), EVERY_WAY)
+@pytest.mark.parametrize(("anyio_backend", "transport"), slow_2025(EVERY_WAY))
 async def test_a_tool_added_by_the_server_is_offered_in_the_next_run(
     anyio_backend: str, transport: Transport, journal: Path, model: LocalModelServer
 ) -> None:
