@@ -1,15 +1,18 @@
-"""The ``agent`` command: ``demo``, ``run``, ``tools``, ``serve-local``, and the durable ``worker``
-and ``runs`` (built on typer and rich).
+"""The ``agent`` command: ``demo``, ``run``, ``resume``, ``tools``, ``serve-local``, and the durable
+``worker`` and ``runs`` (built on typer and rich).
 
 Results go to stdout, everything else (progress, logs, errors) to stderr, so the answer can be
 piped. With neither ``OPENAI_BASE_URL`` nor ``OPENAI_API_KEY`` set, runs use the embedded local
 model server (a deterministic stand-in, not AI) and say so in one line; ``agent demo`` stays on
 it unless ``--remote`` or ``OPENAI_BASE_URL`` says otherwise. The durable commands
-live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra).
+live in ``agent._cli_durable``, imported only when one runs (DBOS is an optional extra); the
+``--mcp`` servers in ``agent._cli_mcp_tools``, imported only when given (so is the ``mcp`` extra);
+approvals (the terminal prompt, pausing, ``resume``'s decisions) in ``agent._cli_approvals``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import ipaddress
@@ -22,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import httpx
@@ -33,9 +36,20 @@ from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from agent._agent import DEFAULT_BASE_URL, Agent
+from agent._cli_approvals import (
+    PAUSED_EXIT,
+    Approvals,
+    ApproveAllOption,
+    DenyAllOption,
+    StateFileOption,
+    read_state,
+    resume_decisions_for,
+    resume_runner,
+)
 from agent._cli_mcp import serve_mcp_command
 from agent._console import RunDisplay, cli_logger
 from agent._errors import AgentError, UsageError
+from agent._events import Hooks, OnApproval
 from agent._logging import LogFormat, make_logger
 from agent._otel import export_traces
 from agent._registry import ToolRegistry
@@ -55,7 +69,10 @@ from agent.localmodel import (
     serve,
 )
 
-__all__ = ["INCOMPLETE_EXIT", "app", "main"]
+if TYPE_CHECKING:
+    from agent.mcp import MCPTools  # an optional extra, imported only when --mcp is given
+
+__all__ = ["INCOMPLETE_EXIT", "PAUSED_EXIT", "app", "main"]
 
 INCOMPLETE_EXIT = 3
 """Exit code of a run whose last response was cut short (``status: incomplete``)."""
@@ -130,6 +147,20 @@ MetadataOption = Annotated[list[str] | None, typer.Option(help="k=v request meta
 OtelOption = Annotated[
     bool, typer.Option("--otel", help="Export OpenTelemetry spans (OTEL_TRACES_EXPORTER=console|otlp).")
 ]
+McpOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp",
+        help="An MCP server whose tools to add: 'stdio:COMMAND ARGS...' or an http(s):// URL; repeatable.",
+        show_default=False,
+    ),
+]
+McpHeaderOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mcp-header", help="'Name: value' sent to every HTTP --mcp server; repeatable.", show_default=False
+    ),
+]
 
 
 @app.command()
@@ -161,6 +192,8 @@ def run(
     prompt: Annotated[str, typer.Argument(help="What to ask the model.")],
     model: ModelOption = "gpt-4.1",
     tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
     instructions: InstructionsOption = None,
     max_turns: MaxTurnsOption = 20,
     metadata: MetadataOption = None,
@@ -172,6 +205,9 @@ def run(
         bool, typer.Option("--enqueue", help="Only enqueue the durable run for a worker; print its id.")
     ] = False,
     name: NameOption = None,
+    approve_all: ApproveAllOption = False,
+    deny_all: DenyAllOption = False,
+    state_file: StateFileOption = None,
     temporal: TemporalOption = None,
     task_queue: TaskQueueOption = None,
     json_output: JsonOption = False,
@@ -180,16 +216,24 @@ def run(
     verbose: VerboseOption = False,
     otel: OtelOption = False,
 ) -> None:
-    """One run with the builtin tools (or --tools); prints the final answer on stdout.
+    """One run with the builtin tools (or --tools, --mcp); prints the final answer on stdout.
 
     With --durable (or $AGENT_DURABLE_URL) the run is checkpointed in that database; with
-    --temporal HOST:PORT it is a Temporal workflow (this process serves while it waits).
+    --temporal HOST:PORT it is a Temporal workflow (this process serves while it waits). Calls that
+    need approval are asked for on a terminal; elsewhere, without --approve-all or --deny-all,
+    the run pauses (exit 4) and `agent resume` goes on from its --state-file.
     """
     _export_traces(otel)
     output = _Output(json_output, stream, log_format, verbose)
+    approvals = Approvals(approve_all, deny_all, state_file, tools=tools or [])
     if temporal is not None:
         from agent import _cli_temporal  # optional extra, slow to import: only when used
 
+        if approvals.given:
+            _fail(
+                "--approve-all, --deny-all and --state-file are for runs in this process, not --temporal",
+                code=2,
+            )
         if enqueue:
             enqueued = _guarded(
                 lambda: _cli_temporal.enqueue(
@@ -203,16 +247,66 @@ def run(
     elif durable is None:
         if run_id is not None or enqueue:
             _fail("--run-id and --enqueue need --durable URL (or AGENT_DURABLE_URL)", code=2)
-        runner = _in_process(prompt, stream=output.stream)
+        runner = _in_process(prompt, stream=output.stream, approvals=approvals)
+    elif approvals.given:
+        _fail(
+            "--approve-all, --deny-all and --state-file are for runs in this process, not --durable", code=2
+        )
     elif enqueue:
         _enqueue_command(prompt, durable, name, run_id, output)
         return
     else:
         runner = _durable_runner(prompt, durable, name, run_id)
-    registry = load_tools(tools or ["builtin"])
-    _run_command(
-        registry, AutoPolicy(), output, _agent_options(model, instructions, max_turns, metadata), runner
-    )
+    registry = load_tools(tools or ([] if mcp else ["builtin"]))
+    for server in _mcp_servers(mcp or [], mcp_header or []):
+        registry.add(server)
+    options = _agent_options(model, instructions, max_turns, metadata)
+    _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
+
+
+@app.command()
+def resume(
+    state_file: Annotated[Path, typer.Argument(help="The saved state of a paused run (--state-file).")],
+    approve: Annotated[
+        list[str] | None, typer.Option("--approve", metavar="CALL_ID", help="Run this waiting call.")
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", metavar="CALL_ID[=REASON]", help="Do not run this waiting call."),
+    ] = None,
+    approve_all: ApproveAllOption = False,
+    deny_all: DenyAllOption = False,
+    save_state: StateFileOption = None,
+    model: Annotated[str | None, typer.Option(help="Model name (default: the paused run's).")] = None,
+    tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
+    instructions: InstructionsOption = None,
+    max_turns: MaxTurnsOption = 20,
+    metadata: MetadataOption = None,
+    json_output: JsonOption = False,
+    stream: StreamOption = True,
+    log_format: LogFormatOption = "console",
+    verbose: VerboseOption = False,
+    otel: OtelOption = False,
+) -> None:
+    """Resume a run that paused for approvals, from its STATE_FILE; prints the answer like `agent run`.
+
+    Give the paused run's --tools and --mcp. A waiting call not named by --approve or --deny is decided by
+    --approve-all/--deny-all, else asked for on a terminal, else denied. What the resume runs is
+    written back to STATE_FILE, so resuming it again does not run an approved call twice.
+    """
+    _export_traces(otel)
+    output = _Output(json_output, stream, log_format, verbose)
+    approvals = Approvals(approve_all, deny_all, save_state, tools=tools or [])
+    registry = load_tools(tools or ([] if mcp else ["builtin"]))
+    for server in _mcp_servers(mcp or [], mcp_header or []):
+        registry.add(server)
+    state = read_state(state_file)
+    decisions = resume_decisions_for(state, registry, approve or [], deny or [], approvals)
+    runner = resume_runner(state_file, state, decisions, approvals, stream=output.stream)
+    options = _agent_options(model or str(state.get("model", "gpt-4.1")), instructions, max_turns, metadata)
+    _run_command(registry, AutoPolicy(), output, options, runner, approvals=approvals)
 
 
 @app.command()
@@ -279,20 +373,49 @@ def worker(
 
 @app.command()
 def runs(
-    action: Annotated[str, typer.Argument(help="list, or show (with a run id).")] = "list",
+    action: Annotated[
+        str, typer.Argument(help="list; show RUN_ID; approve or deny RUN_ID CALL_ID.")
+    ] = "list",
     run_id: Annotated[str | None, typer.Argument(help="The run to show.", show_default=False)] = None,
+    call_id: Annotated[str | None, typer.Argument(help="The call to decide.", show_default=False)] = None,
     durable: DurableOption = None,
     name: NameOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Runs to list, newest first.")] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+    arguments: Annotated[
+        str | None, typer.Option(help="approve: run the call with these arguments (a JSON object).")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="deny: why (the model reads it).")] = "",
     verbose: VerboseOption = False,
 ) -> None:
-    """The durable runs of an application: a table, or one run in detail."""
-    if action not in ("list", "show") or (action == "show") != (run_id is not None):
-        _fail("usage: agent runs [list | show RUN_ID]", code=2)
+    """The durable runs of an application: a table, one run in detail, or a decision for a call."""
+    deciding = action in ("approve", "deny")
+    if (
+        action not in ("list", "show", "approve", "deny")
+        or (action != "list") != (run_id is not None)
+        or deciding != (call_id is not None)
+    ):
+        _fail("usage: agent runs [list | show RUN_ID | approve RUN_ID CALL_ID | deny RUN_ID CALL_ID]", code=2)
     url = _durable_url(durable)
     _require_dbos()
     from agent import _cli_durable  # optional extra, slow to import: only when used
+
+    if deciding:
+        run, call, approved = run_id or "", call_id or "", action == "approve"
+        _guarded(
+            lambda: _cli_durable.decide_run(
+                database_url=url,
+                name=name,
+                run_id=run,
+                call_id=call,
+                approved=approved,
+                arguments=arguments,
+                reason=reason,
+            ),
+            verbose,
+        )
+        _note(f"{'approved' if approved else 'denied'} {call} of run {run}")
+        return
 
     if run_id is None:
         infos = _guarded(lambda: _cli_durable.list_runs(database_url=url, name=name, limit=limit), verbose)
@@ -305,10 +428,20 @@ def runs(
 
 
 @app.command("tools")
-def list_tools(tools: ToolsOption = None) -> None:
-    """The registered tools and their JSON schemas, as JSON."""
-    registry = load_tools(tools or ["builtin"])
-    typer.echo(json.dumps(registry.wire(), indent=2))
+def list_tools(
+    tools: ToolsOption = None,
+    mcp: McpOption = None,
+    mcp_header: McpHeaderOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """The registered tools and their JSON schemas, as JSON (an MCP server's tools name it)."""
+    entries = load_tools(tools or ([] if mcp else ["builtin"])).wire()
+    servers = _mcp_servers(mcp or [], mcp_header or [])
+    if servers:
+        from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
+
+        entries += _guarded(lambda: _cli_mcp_tools.list_tools(servers), verbose)
+    typer.echo(json.dumps(entries, indent=2))
 
 
 @app.command("serve-local")
@@ -391,6 +524,20 @@ def _is_prefix(package: str, module_name: str) -> bool:
     return module_name == package or module_name.startswith(package + ".")
 
 
+def _mcp_servers(specs: list[str], headers: list[str]) -> list[MCPTools]:
+    """The tool sources of ``--mcp`` (with ``--mcp-header``); exits 2 on a bad value or without the extra."""
+    if not specs and not headers:
+        return []
+    if importlib.util.find_spec("mcp") is None:
+        _fail("--mcp needs the mcp extra: pip install 'agent-runtime[mcp]'", code=2)
+    from agent import _cli_mcp_tools  # optional extra: only when --mcp is given
+
+    try:
+        return _cli_mcp_tools.sources(specs, _cli_mcp_tools.parse_headers(headers))
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+
+
 def _parse_metadata(pairs: list[str]) -> dict[str, str] | None:
     metadata = {}
     for pair in pairs:
@@ -438,6 +585,7 @@ def _run_command(
     runner: Runner,
     *,
     where: Callable[..., AbstractContextManager[Endpoint]] | None = None,
+    approvals: Approvals | None = None,
 ) -> None:
     display = RunDisplay(stderr, sys.stdout, stream_text=output.stream and not output.json and _tty())
     logger, watch = cli_logger(display, output.format(), verbose=output.verbose)
@@ -451,9 +599,10 @@ def _run_command(
                     return await runner(agent, display)
 
         result = _guarded(go, output.verbose, as_json=output.json, sent=lambda: watch.requests)
-    display.finish(
-        result, as_json=to_json(result_to_json(result), indent=2).decode() if output.json else None
-    )
+    as_json = to_json(result_to_json(result), indent=2).decode() if output.json else None
+    if result.status == "awaiting_approval":
+        (approvals or Approvals()).paused(result, display, as_json)  # exits 4
+    display.finish(result, as_json=as_json)
     if result.status == "incomplete":
         reason = result.incomplete_reason or "no reason given"
         _fail(f"the response was cut short (status incomplete: {reason})", code=INCOMPLETE_EXIT)
@@ -522,9 +671,10 @@ def _agent_options(
     }
 
 
-def _in_process(prompt: str, *, stream: bool) -> Runner:
+def _in_process(prompt: str, *, stream: bool, approvals: Approvals | None = None) -> Runner:
     async def runner(agent: Agent, display: RunDisplay) -> RunResult:
-        return await _watched_run(agent, prompt, display, stream=stream)
+        on_approval = approvals.policy(agent.tools, display.paused) if approvals else None
+        return await _watched_run(agent, prompt, display, stream=stream, on_approval=on_approval)
 
     return runner
 
@@ -585,11 +735,13 @@ def _note(line: str, *, style: str | None = None) -> None:
     stderr.print(line, soft_wrap=True, markup=False, highlight=False, style=style)
 
 
-async def _watched_run(agent: Agent, prompt: str, display: RunDisplay, *, stream: bool) -> RunResult:
+async def _watched_run(
+    agent: Agent, prompt: str, display: RunDisplay, *, stream: bool, on_approval: OnApproval | None = None
+) -> RunResult:
     """Run with ``display`` watching: every event when streaming, tool hooks otherwise."""
     if not stream:
-        return await agent.run(prompt, hooks=display.hooks())
-    async with agent.run_stream(prompt) as events:
+        return await agent.run(prompt, hooks=dataclasses.replace(display.hooks(), on_approval=on_approval))
+    async with agent.run_stream(prompt, hooks=Hooks(on_approval=on_approval)) as events:
         async for event in events:
             display.handle(event)
     if events.result is None:  # pragma: no cover - run_stream raises instead

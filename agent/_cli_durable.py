@@ -8,6 +8,7 @@ Everything here is async and prints nothing; the command line decides what to sh
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from agent._agent import Agent
-from agent._errors import AgentError
+from agent._errors import AgentError, UsageError
 from agent._events import Hooks
 from agent._result import RunResult
 from agent._urls import redact, url_secrets
@@ -29,6 +30,7 @@ from agent.durable.dbos import DEFAULT_NAME, DBOSAgent, DBOSRuns, RunInfo
 __all__ = [
     "DEFAULT_NAME",
     "DurableError",
+    "decide_run",
     "enqueue",
     "list_runs",
     "render_run",
@@ -138,6 +140,40 @@ async def show_run(*, database_url: str, name: str | None, run_id: str) -> RunIn
         return await runs.show(run_id)
 
 
+async def decide_run(
+    *,
+    database_url: str,
+    name: str | None,
+    run_id: str,
+    call_id: str,
+    approved: bool,
+    arguments: str | None = None,
+    reason: str = "",
+) -> None:
+    """``agent runs approve`` / ``deny``: decide one call of a run waiting for approvals.
+
+    ``arguments``: a JSON object (text) to run the approved call with instead of the model's.
+    """
+    edited = _edited_arguments(arguments)
+    async with _database_errors(database_url), DBOSRuns(database_url, name=name or DEFAULT_NAME) as runs:
+        if approved:
+            await runs.approve(run_id, call_id, arguments=edited)
+        else:
+            await runs.deny(run_id, call_id, reason=reason)
+
+
+def _edited_arguments(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--arguments is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--arguments must be a JSON object")
+    return value
+
+
 def render_runs(infos: list[RunInfo], *, as_json: bool) -> str:
     """``agent runs list``: a table, or a JSON list of the runs."""
     return _json([dataclasses.asdict(info) for info in infos]) if as_json else _table(infos)
@@ -176,6 +212,8 @@ def _details(info: RunInfo) -> str:
         ("turns", str(info.turns)),
         ("tool calls", str(info.tool_calls)),
     ]
+    for waiting in info.pending_approvals:
+        fields.append(("waits for", f"{waiting.call_id}  {waiting.tool_name}({waiting.arguments})"))
     if info.error is not None:
         fields.append(("error", info.error))
     if info.output is not None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TextIO
@@ -145,6 +146,21 @@ class RunDisplay:
         else:
             self.out.write(result.output + "\n")
         self.out.flush()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the live table (and any status) while a person answers a question on the
+        terminal; the table is drawn again afterwards, with what happened meanwhile."""
+        self._clear_status()
+        self._end_line()
+        live = self._live
+        if live is not None:
+            live.stop()
+        try:
+            yield
+        finally:
+            if live is not None and self._live is live:
+                live.start(refresh=True)
 
     def __enter__(self) -> Self:
         return self

@@ -8,9 +8,11 @@ its :class:`~agent._engine.Engine` (see ``_engine.py``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import math
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -197,6 +199,8 @@ class Run:
     """Handed to ``needs_approval`` predicates (their ToolContext's ``deps``)."""
     decide: Callable[[ApprovalRequested], Awaitable[object]] | None = None
     """The ``on_approval`` hook: its answer decides a call inline (``None``: pause for it)."""
+    deadline: anyio.CancelScope | None = None
+    """The scope of the run's ``run_timeout``, stopped while an engine waits for approvals."""
 
     async def turns_within(
         self, seconds: float | None, *, first: int = 1, before: Callable[[], Awaitable[object]] | None = None
@@ -211,7 +215,7 @@ class Run:
 
         if seconds is None:
             return await work()
-        with anyio.move_on_after(seconds):
+        with anyio.move_on_after(seconds) as self.deadline:
             return await work()
         raise RunTimeoutError(f"the run was still going after its run_timeout of {seconds:g} seconds")
 
@@ -376,11 +380,26 @@ class Run:
     async def _decided_by_engine(self, number: int) -> bool:
         """Whether the engine got decisions for the waiting calls (a durable wait) and they ran."""
         waiting = self.state.awaiting
-        decisions = await self.engine.wait_for_decisions(number, waiting)
+        with self._clock_stopped():  # a durable wait for people may take days: not the run's work
+            decisions = await self.engine.wait_for_decisions(number, waiting)
         if decisions is None:
             return False
         await self.resume_turn(number, [_asked_call(each) for each in waiting], decisions, {})
         return True
+
+    @contextlib.contextmanager
+    def _clock_stopped(self) -> Iterator[None]:
+        """The run's deadline stands still inside the block, and moves on by the time it took."""
+        scope = self.deadline
+        if scope is None:
+            yield
+            return
+        deadline, began = scope.deadline, anyio.current_time()
+        scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            scope.deadline = deadline + (anyio.current_time() - began)
 
     async def _needs_approval(self, number: int, call: FunctionCall) -> bool:
         """Whether ``call``'s tool wants a person's decision first (never for a call that cannot run)."""

@@ -18,7 +18,8 @@ and the worker's ``executor`` id, an ``event`` and the ``run_id``:
   by the worker's hooks.
 
 A tool named in ``--hold`` sleeps ``--hold-seconds`` (long: the test kills the worker meanwhile),
-every other tool sleeps ``--sleep``. A tool returns ``"<name> done for <run_id>"``.
+every other tool sleeps ``--sleep``. A tool named in ``--approve`` needs approval (the run
+waits for ``DBOSRuns.approve`` / ``deny``). A tool returns ``"<name> done for <run_id>"``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def tool_output(name: str, run_id: str) -> str:
     return f"{name} done for {run_id}"
 
 
-def make_tool(name: str, journal: Journal, pause: float) -> Tool[..., Any]:
+def make_tool(name: str, journal: Journal, pause: float, *, needs_approval: bool = False) -> Tool[..., Any]:
     """A tool that logs its start and end and sleeps ``pause`` seconds in between."""
 
     async def logged(ctx: ToolContext[None]) -> str:
@@ -86,7 +87,8 @@ def make_tool(name: str, journal: Journal, pause: float) -> Tool[..., Any]:
         journal.write("tool_end", ctx.run_id, tool=name, key=ctx.idempotency_key)
         return tool_output(name, ctx.run_id)
 
-    return tool(logged, name=name, description=f"The crash tests' tool {name}.")
+    description = f"The crash tests' tool {name}."
+    return tool(logged, name=name, description=description, needs_approval=needs_approval)
 
 
 def build_agent(
@@ -97,9 +99,13 @@ def build_agent(
     hold: Sequence[str] = (),
     hold_seconds: float = 300.0,
     sleep: float = 0.0,
+    approve: Sequence[str] = (),
 ) -> Agent:
     """The agent every worker (and the tests' uninterrupted reference run) uses."""
-    made = [make_tool(name, journal, hold_seconds if name in hold else sleep) for name in tools]
+    made = [
+        make_tool(name, journal, hold_seconds if name in hold else sleep, needs_approval=name in approve)
+        for name in tools
+    ]
     return Agent(MODEL, base_url=base_url, api_key="local", tools=made, tool_timeout=None, max_retries=0)
 
 
@@ -128,6 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold", default="", help="comma-separated tools that sleep --hold-seconds")
     parser.add_argument("--hold-seconds", type=float, default=300.0)
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds every other tool sleeps")
+    parser.add_argument("--approve", default="", help="comma-separated tools that need approval")
     parser.add_argument("--name", default="crash-tests", help="the DBOS application name")
     parser.add_argument("--executor-id", default=None)
     parser.add_argument("--global-concurrency", type=int, default=None)
@@ -154,6 +161,7 @@ async def main(args: argparse.Namespace) -> None:
         hold=_names(args.hold),
         hold_seconds=args.hold_seconds,
         sleep=args.sleep,
+        approve=_names(args.approve),
     )
     durable = DBOSAgent(
         agent,

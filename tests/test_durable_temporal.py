@@ -289,6 +289,41 @@ async def awaiting_call(durable: TemporalAgent, run_id: str) -> str:
 
 
 @pytest.mark.asyncio
+async def test_a_malformed_or_stray_decision_is_ignored_and_the_run_keeps_waiting(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
+) -> None:
+    """Signals that are no valid decision for a waiting call neither approve nor break the run."""
+    async with make_agent(model, wire) as agent:
+        durable = TemporalAgent(agent, name="approvals-hostile", client=client, task_queue=queue(request))
+        async with durable.worker():
+            run_id = await durable.enqueue("wire 9", run_id="run-approve-hostile")
+            call_id = await awaiting_call(durable, run_id)
+            handle = client.get_workflow_handle(run_id)
+            for junk in ({"call_id": call_id, "approved": 1}, "yes", {"call_id": "other", "approved": True}):
+                await handle.signal("decide", junk)
+            await durable.approve(run_id, "other")
+            assert (await durable.progress(run_id))["awaiting_approval"] == [call_id]
+            await durable.deny(run_id, call_id, "not today")
+            await durable.approve(run_id, call_id)  # too late: the first decision wins
+            result = await durable.result(run_id)
+    assert [r.kind for r in result.tool_calls] == ["denied"]
+
+
+@pytest.mark.asyncio
+async def test_approval_timeout_denies_the_undecided_calls(
+    model: LocalModelServer, client: Client, request: pytest.FixtureRequest
+) -> None:
+    """With approval_timeout, a call still undecided then is denied and the run goes on."""
+    async with make_agent(model, wire) as agent:
+        durable = TemporalAgent(
+            agent, name="approvals-timeout", client=client, task_queue=queue(request), approval_timeout=0.5
+        )
+        async with durable.worker():
+            result = await durable.run("wire 3", run_id="run-approve-timeout")
+    assert [r.kind for r in result.tool_calls] == ["denied"]
+
+
+@pytest.mark.asyncio
 async def test_deny_gives_the_model_a_denied_output(
     model: LocalModelServer, client: Client, request: pytest.FixtureRequest
 ) -> None:

@@ -158,3 +158,23 @@ async def test_durable_runs_returns_the_stored_result_the_second_time(
     assert f"idempotency key order-42:1:{call.call_id}" in call.output
     assert (second.output, len(auto_server.requests)) == (first.output, sent)
     assert first.output in capsys.readouterr().out
+
+
+@pytest.mark.asyncio
+async def test_approvals_pauses_then_resumes_from_its_file(
+    auto_server: LocalModelServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """approvals.py: pay and send_mail wait; resumed, the approved one runs, the denied one does not."""
+    example = load_example("approvals", monkeypatch)
+    state, journal = tmp_path / "run.json", tmp_path / "journal.txt"
+    paused = await example.pause(state, journal, auto_server.base_url, "local")
+    ids = {waiting.tool_name: waiting.call_id for waiting in paused.pending_approvals}
+    decisions = example.decisions_from([ids["pay"]], [f"{ids['send_mail']}=no"])
+    resumed = await example.resume(state, decisions, journal, auto_server.base_url, "local")
+    assert sorted(ids) == ["pay", "send_mail"]
+    assert [(call.name, call.kind) for call in resumed.tool_calls][2:] == [
+        ("pay", "ok"),
+        ("send_mail", "denied"),
+    ]
+    ran = sorted(line.split()[0] for line in journal.read_text().splitlines())
+    assert ran == ["check_budget", "find_invoice", "pay"]

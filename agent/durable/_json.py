@@ -3,21 +3,35 @@
 A durable run's result is read back by another process (``DBOSAgent.result``, ``agent runs``),
 so it crosses the database as JSON: :func:`result_to_json` / :func:`result_from_json`, and a
 failed run's error as :func:`error_to_json` / :func:`error_from_json`, which rebuild the same
-exception class with its status, code and message.
+exception class with its status, code and message. A durable wait for approvals publishes its
+pending calls (:func:`pending_to_json` / :func:`pending_from_json`) and receives decisions
+(:func:`decision_to_json` / :func:`decision_from_json`, strict: only a well-formed approval
+approves).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import agent._errors as errors
-from agent._approvals import PendingApproval
+from agent._approvals import Decision, PendingApproval
 from agent._errors import AgentError, APIError
 from agent._output import output_from_json, output_to_json
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
 
-__all__ = ["error_from_json", "error_to_json", "result_from_json", "result_to_json"]
+__all__ = [
+    "decision_from_json",
+    "decision_to_json",
+    "error_from_json",
+    "error_to_json",
+    "pending_from_json",
+    "pending_to_json",
+    "result_from_json",
+    "result_to_json",
+]
 
 _API_FIELDS = ("status", "code", "error_type", "param", "request_id", "body", "retry_after", "transient")
 
@@ -94,3 +108,55 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(key): _jsonable(item) for key, item in value.items()}
     return str(value)
+
+
+def decision_to_json(call_id: str, decision: Decision) -> JSONObject:
+    """The message that decides call ``call_id``; raises ``TypeError``/``ValueError`` for
+    edited arguments that are not a JSON object."""
+    arguments = decision.arguments
+    if arguments is not None:
+        if not isinstance(arguments, dict):
+            raise TypeError(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
+        arguments = json.loads(json.dumps(arguments, allow_nan=False))
+    return {
+        "call_id": call_id,
+        "approved": decision.approved,
+        "reason": decision.reason,
+        "arguments": arguments,
+    }
+
+
+def decision_from_json(data: object) -> tuple[str, Decision] | None:
+    """The call id and decision in a message :func:`decision_to_json` wrote, or ``None``.
+
+    Strict, because the message crossed a database anyone with access may write to: a JSON
+    object with a string ``call_id``, a boolean ``approved`` (``1``, ``"yes"``, ``None`` are not
+    booleans), a string ``reason`` (or none), and ``arguments`` that are ``None`` or an object.
+    Anything else is no decision at all.
+    """
+    if not isinstance(data, dict) or set(data) - {"call_id", "approved", "reason", "arguments"}:
+        return None
+    call_id, approved = data.get("call_id"), data.get("approved")
+    reason, arguments = data.get("reason", ""), data.get("arguments")
+    if not isinstance(call_id, str) or not isinstance(approved, bool) or not isinstance(reason, str):
+        return None
+    if arguments is not None and not isinstance(arguments, dict):
+        return None
+    if not approved:
+        return call_id, Decision(False, reason=reason)
+    return call_id, Decision(True, arguments=arguments)
+
+
+def pending_to_json(turn: int, pending: Sequence[PendingApproval]) -> JSONObject:
+    """What a durable run waiting for approvals publishes: its turn and the calls waiting."""
+    return {"turn": turn, "pending": [dataclasses.asdict(waiting) for waiting in pending]}
+
+
+def pending_from_json(data: object) -> tuple[PendingApproval, ...]:
+    """The calls :func:`pending_to_json` published (none for anything else, e.g. a cleared wait)."""
+    if not isinstance(data, dict) or not isinstance(data.get("pending"), list):
+        return ()
+    try:
+        return tuple(PendingApproval(**waiting) for waiting in data["pending"])
+    except TypeError:
+        return ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent._events import (
+    ApprovalRequested,
     Emit,
     ModelResponded,
     RunEvent,
@@ -25,7 +26,8 @@ class ReplayGate:
 
     A step's events wait until the step's fate is known: a step whose body runs is live (its
     ``ToolCallStarted`` goes out as the body begins); a step answered from its checkpoint was
-    done before the crash, and its events were sent then.
+    done before the crash, and its events were sent then. ``ApprovalRequested`` waits likewise
+    for the step that records the call's inline decision (:meth:`live_approval`).
     """
 
     emit_to: Emit
@@ -35,6 +37,7 @@ class ReplayGate:
     """Model requests and tool calls checkpointed before this execution began."""
     _start: RunStarted | None = None
     _held: dict[tuple[int, str], ToolCallStarted] = field(default_factory=dict)
+    _asks: dict[tuple[int, str], ApprovalRequested] = field(default_factory=dict)
     _live_turns: set[int] = field(default_factory=set)
     _live_calls: set[tuple[int, str]] = field(default_factory=set)
     _replayed_turns: set[int] = field(default_factory=set)
@@ -46,6 +49,9 @@ class ReplayGate:
             return
         if isinstance(event, ToolCallStarted):
             self._held[(event.turn, event.call_id)] = event
+            return
+        if isinstance(event, ApprovalRequested):
+            self._asks[(event.turn, event.call_id)] = event
             return
         if self._replayed(event):
             return
@@ -82,6 +88,19 @@ class ReplayGate:
         if (turn, call_id) not in self._live_calls:
             self._replayed_calls.add((turn, call_id))
             self._held.pop((turn, call_id), None)
+
+    async def live_approval(self, turn: int, call_id: str) -> ApprovalRequested | None:
+        """The decision step of call ``call_id`` runs: its ``ApprovalRequested`` goes out (and
+        is returned, for the step)."""
+        await self._begin()
+        asked = self._asks.pop((turn, call_id), None)
+        if asked is not None:
+            await self.emit_to(asked)
+        return asked
+
+    def approval_done(self, turn: int, call_id: str) -> None:
+        """The decision step ended (a replayed one's event was sent before the crash)."""
+        self._asks.pop((turn, call_id), None)
 
     async def _release(self, key: tuple[int, str]) -> None:
         started = self._held.pop(key, None)

@@ -13,6 +13,11 @@ the error and the run ends with it (``retries_allowed=False``), as an in-process
 
 DBOS is one instance per process (asyncio only): one :class:`DBOSAgent` per process is a worker;
 :class:`DBOSRuns` enqueues, lists and reads runs from any process, worker or not.
+
+A run whose calls need approval waits durably instead of pausing: it publishes the calls as the
+workflow event ``agent_runtime.pending`` and receives one message per decision on the topic
+``agent_runtime.decision`` (DBOS ``recv``, recorded: a worker that restarts waits on where it
+was). :meth:`DBOSRuns.approve` / :meth:`DBOSRuns.deny` send them from any process.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,11 +52,12 @@ from dbos import (
 )
 from dbos._dbos import _get_dbos_instance
 
-from agent._agent import Agent
-from agent._approvals import PendingApproval
+from agent._agent import Agent, Decide, _decider
+from agent._approvals import Decision, PendingApproval, approve, deny
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
-from agent._errors import AgentError, RunError, UsageError
+from agent._errors import AgentError, HookError, RunError, UsageError
 from agent._events import (
+    ApprovalRequested,
     Hooks,
     dispatch_to_hooks,
 )
@@ -58,7 +65,16 @@ from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._result import JSONObject, RunResult
 from agent._wire import ModelResponse, input_items
-from agent.durable._json import error_from_json, error_to_json, result_from_json, result_to_json
+from agent.durable._json import (
+    decision_from_json,
+    decision_to_json,
+    error_from_json,
+    error_to_json,
+    pending_from_json,
+    pending_to_json,
+    result_from_json,
+    result_to_json,
+)
 from agent.durable._replay import ReplayGate
 from agent.durable._sweeper import Sweeper
 
@@ -74,6 +90,17 @@ QUEUE = "agent_runs"
 WORKFLOW = "agent_runtime.run"
 MODEL_STEP = "agent_runtime.model"
 TOOL_STEP = "agent_runtime.tool"
+DECISION_STEP = "agent_runtime.decision"
+WAIT_STEP = "agent_runtime.wait"
+PENDING_EVENT = "agent_runtime.pending"
+"""The workflow event a run waiting for approvals publishes: ``{"turn", "pending": [...]}``."""
+DECISION_TOPIC = "agent_runtime.decision"
+"""The topic of the messages that decide a waiting run's calls (one message per call)."""
+
+_RECV_CHUNK = 24 * 3600.0
+"""Seconds one ``recv`` waits when the wait has no end (each adds two recorded operations)."""
+_INVALID = "not a decision"
+"""What an inline decision that was no usable ``Decision`` is replayed as (it denies the call)."""
 
 _NAME = re.compile(r"^[a-z0-9_-]{3,256}$")
 
@@ -101,6 +128,31 @@ async def _tool_step(request: JSONObject) -> JSONObject:
     return {**outcome.to_json(), "turn": call.turn, "call_id": call.call_id, "name": call.name}
 
 
+async def _decision_step(turn: int, call_id: str) -> JSONObject:
+    """The ``on_approval`` hook's answer for one call, stored (a replay decides the same way)."""
+    run = _RUN.get()
+    asked = await run.gate.live_approval(turn, call_id)
+    if run.decide is None or asked is None:
+        return {"answer": None}
+    try:
+        answer = await run.decide(asked)
+    except HookError as exc:
+        return {"error": str(exc)}
+    if answer is None:
+        return {"answer": None}
+    if not isinstance(answer, Decision):
+        return {"answer": _INVALID}
+    try:
+        return {"answer": decision_to_json(call_id, answer)}
+    except (TypeError, ValueError):
+        return {"answer": _INVALID}
+
+
+async def _wait_step() -> float:
+    """When a wait for approvals began (the clock an ``approval_timeout`` counts from)."""
+    return time.time()
+
+
 async def _run_workflow(input: str | list[JSONObject], stream: bool = False) -> JSONObject:
     """A whole run; returns ``{"result": ...}`` or ``{"error": ..., "partial_result": ...}``."""
     worker = _active_worker()
@@ -111,6 +163,8 @@ async def _run_workflow(input: str | list[JSONObject], stream: bool = False) -> 
 
 _model = DBOS.step(name=MODEL_STEP, retries_allowed=False)(_model_step)
 _tool = DBOS.step(name=TOOL_STEP, retries_allowed=False)(_tool_step)
+_decision = DBOS.step(name=DECISION_STEP, retries_allowed=False)(_decision_step)
+_wait_began = DBOS.step(name=WAIT_STEP, retries_allowed=False)(_wait_step)
 _workflow = DBOS.workflow(name=WORKFLOW)(_run_workflow)
 
 
@@ -124,6 +178,9 @@ class _DBOSEngine:
     inner: InProcessEngine
     gate: ReplayGate
     limits: Limits
+    decide: Decide | None = None
+    """The ``on_approval`` hook, called inside its decision step."""
+    approval_timeout: float | None = None
 
     async def request_model(self, request: ModelRequest, live: LiveTurn | None = None) -> ModelResponse:
         # ``live`` is ignored: a step is atomic, so the loop starts the calls after it.
@@ -142,10 +199,50 @@ class _DBOSEngine:
         self.gate.call_done(request.turn, request.call_id)
         return ToolOutcome(stored["output"], stored["kind"], stored["error"], stored["duration"])
 
+    async def decided_inline(self, asked: ApprovalRequested) -> object:
+        """The loop's ``decide``: the hook's answer, through a step (``None``: wait for a person)."""
+        stored = await _decision(asked.turn, asked.call_id)
+        self.gate.approval_done(asked.turn, asked.call_id)
+        if "error" in stored:
+            raise HookError(stored["error"])
+        answer = stored["answer"]
+        if answer is None or answer == _INVALID:
+            return answer  # an invalid answer is no Decision: the loop denies the call
+        decoded = decision_from_json(answer)
+        return decoded[1] if decoded is not None else _INVALID
+
     async def wait_for_decisions(
         self, turn: int, pending: Sequence[PendingApproval]
     ) -> Mapping[str, object] | None:
-        return await self.inner.wait_for_decisions(turn, pending)
+        """Publish the waiting calls, then receive their decisions durably; the undecided
+        (after ``approval_timeout``) are left out, which denies them."""
+        began = await _wait_began()
+        await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, pending))
+        waiting = {each.call_id for each in pending}
+        decisions: dict[str, Decision] = {}
+        # (the loop stops the run's run_timeout while this waits: days are not its work)
+        while waiting - decisions.keys():
+            message = await DBOS.recv_async(DECISION_TOPIC, timeout_seconds=self._recv_timeout(began))
+            if message is None:  # the recv timed out (recorded: a replay does the same)
+                if self.approval_timeout is not None:
+                    break
+                continue
+            decoded = decision_from_json(message)
+            if decoded is None or decoded[0] not in waiting or decoded[0] in decisions:
+                self.inner.log.warning("approval.ignored", turn=turn, message=repr(message)[:200])
+                continue
+            decisions[decoded[0]] = decoded[1]
+            undecided = [each for each in pending if each.call_id not in decisions]
+            if undecided:  # show what is still awaited; approve/deny refuse the rest
+                await DBOS.set_event_async(PENDING_EVENT, pending_to_json(turn, undecided))
+        await DBOS.set_event_async(PENDING_EVENT, None)
+        return decisions
+
+    def _recv_timeout(self, began: float) -> float:
+        """Seconds the next ``recv`` may wait (only a live one uses it: a replay is recorded)."""
+        if self.approval_timeout is None:
+            return _RECV_CHUNK
+        return max(0.0, began + self.approval_timeout - time.time())
 
 
 _RUN: contextvars.ContextVar[_DBOSEngine] = contextvars.ContextVar("agent_durable_run")
@@ -208,6 +305,9 @@ class DBOSAgent:
         heartbeat_interval: Seconds between this worker's heartbeats and sweeps.
         dead_after: Seconds without a heartbeat after which a worker is dead and its runs are
             recovered elsewhere (at once for a dead process on this machine).
+        approval_timeout: Seconds a run waits for the decisions on its calls that need
+            approval; the calls still undecided then are denied (default ``None``: it waits as
+            long as it takes, days included). The wait is not part of the run's ``run_timeout``.
     """
 
     def __init__(
@@ -224,6 +324,7 @@ class DBOSAgent:
         poll_interval: float = 0.2,
         heartbeat_interval: float = 2.0,
         dead_after: float = 10.0,
+        approval_timeout: float | None = None,
     ) -> None:
         self.agent = agent
         self.name = _checked_name(name)
@@ -237,6 +338,9 @@ class DBOSAgent:
                 f"need 0 < heartbeat_interval < dead_after, got {heartbeat_interval}, {dead_after}"
             )
         self._heartbeat = (heartbeat_interval, dead_after)
+        if approval_timeout is not None and not approval_timeout >= 0:
+            raise UsageError(f"approval_timeout must be >= 0 seconds (or None), got {approval_timeout!r}")
+        self._approval_timeout = approval_timeout
         self._sweeper: Sweeper | None = None
         self._sweeping: asyncio.Task[None] | None = None
 
@@ -351,6 +455,24 @@ class DBOSAgent:
         read = partial(DBOS.list_workflows, workflow_ids=[run_id])
         return await _wait_for(run_id, read, 0.1, self._output_type)
 
+    async def approve(self, run_id: str, call_id: str, *, arguments: Mapping[str, Any] | None = None) -> None:
+        """Approve call ``call_id``, which run ``run_id`` waits for (with ``arguments`` instead of
+        the model's, if given); the run goes on once all its waiting calls are decided.
+
+        Raises ``UsageError`` if the run does not wait for that call now (unknown, or decided).
+        """
+        await self._decide(run_id, call_id, _approval(arguments))
+
+    async def deny(self, run_id: str, call_id: str, *, reason: str = "") -> None:
+        """Deny call ``call_id`` of run ``run_id``; the model reads ``reason``."""
+        await self._decide(run_id, call_id, deny(reason))
+
+    async def _decide(self, run_id: str, call_id: str, decision: Decision) -> None:
+        self._check_open()
+        message = _message(call_id, decision)
+        _check_waits(run_id, call_id, await DBOS.get_event_async(run_id, PENDING_EVENT, timeout_seconds=0))
+        await DBOS.send_async(run_id, message, DECISION_TOPIC)
+
     @property
     def _output_type(self) -> Any:
         """The agent's ``output_type``: what ``output_parsed`` is rebuilt as (``None``: JSON)."""
@@ -375,7 +497,7 @@ class DBOSAgent:
         inner = InProcessEngine.for_run(
             agent._client, settings.execution, run_id=run_id, deps=deps, emit=gate.emit, log=log
         )
-        engine = _DBOSEngine(inner, gate, agent.settings.limits)
+        engine = _DBOSEngine(inner, gate, agent.settings.limits, _decider(hooks), self._approval_timeout)
         token = _RUN.set(engine)
         try:
             result = await agent._run_on(
@@ -385,8 +507,11 @@ class DBOSAgent:
                 emit=gate.emit,
                 log=log,
                 stream=stream,
-                run_timeout=agent.settings.run_timeout,  # per execution: a recovery starts afresh
+                # per execution (a recovery starts afresh); a wait for approvals does not count
+                run_timeout=agent.settings.run_timeout,
                 settings=settings,
+                deps=deps,
+                decide=engine.decided_inline,
             )
         except AgentError as exc:
             partial_result = result_to_json(exc.partial_result) if exc.partial_result else None
@@ -405,7 +530,8 @@ class RunInfo:
 
     run_id: str
     status: str
-    """``enqueued``, ``pending``, ``completed``, ``incomplete``, ``failed`` or ``cancelled``."""
+    """``enqueued``, ``pending``, ``awaiting_approval`` (pending, waiting for decisions),
+    ``completed``, ``incomplete``, ``failed`` or ``cancelled``."""
     executor_id: str | None
     created_at: float | None
     """Seconds since the epoch."""
@@ -415,6 +541,8 @@ class RunInfo:
     """Tool calls checkpointed so far."""
     output: str | None = None
     error: str | None = None
+    pending_approvals: tuple[PendingApproval, ...] = ()
+    """The calls a run in status ``awaiting_approval`` waits for (approve or deny each)."""
 
 
 class DBOSRuns:
@@ -484,6 +612,20 @@ class DBOSRuns:
         statuses = await anyio.to_thread.run_sync(find)
         return await self._info(statuses[0]) if statuses else None
 
+    async def approve(self, run_id: str, call_id: str, *, arguments: Mapping[str, Any] | None = None) -> None:
+        """Approve call ``call_id`` of run ``run_id`` (see :meth:`DBOSAgent.approve`)."""
+        await self._decide(run_id, call_id, _approval(arguments))
+
+    async def deny(self, run_id: str, call_id: str, *, reason: str = "") -> None:
+        """Deny call ``call_id`` of run ``run_id`` (see :meth:`DBOSAgent.deny`)."""
+        await self._decide(run_id, call_id, deny(reason))
+
+    async def _decide(self, run_id: str, call_id: str, decision: Decision) -> None:
+        message = _message(call_id, decision)
+        published = await anyio.to_thread.run_sync(self.client.get_event, run_id, PENDING_EVENT, 0)
+        _check_waits(run_id, call_id, published)
+        await anyio.to_thread.run_sync(self.client.send, run_id, message, DECISION_TOPIC)
+
     async def _info(self, status: Any) -> RunInfo:
         steps = await anyio.to_thread.run_sync(self.client.list_workflow_steps, status.workflow_id)
         turns = sum(1 for step in steps if step["function_name"] == MODEL_STEP)
@@ -495,6 +637,11 @@ class DBOSRuns:
             return _finished_info(info, document)
         if status.error is not None:
             return dataclasses.replace(info, status="failed", error=str(status.error))
+        if status.status in ("PENDING", "ENQUEUED"):  # enqueued: recovered from a dead worker
+            read = partial(self.client.get_event, status.workflow_id, PENDING_EVENT, 0)
+            pending = pending_from_json(await anyio.to_thread.run_sync(read))
+            if pending:
+                return dataclasses.replace(info, status="awaiting_approval", pending_approvals=pending)
         return info
 
 
@@ -532,6 +679,28 @@ def _outcome(document: JSONObject, output_type: Any = None) -> RunResult:
             error.partial_result = result_from_json(document["partial_result"], output_type)
         raise error
     return result_from_json(document["result"], output_type)
+
+
+def _approval(arguments: Mapping[str, Any] | None) -> Decision:
+    if arguments is not None and not isinstance(arguments, Mapping):
+        raise UsageError(f"approved arguments must be a JSON object, got {type(arguments).__name__}")
+    return approve(arguments=arguments)
+
+
+def _message(call_id: str, decision: Decision) -> JSONObject:
+    """The message deciding ``call_id`` (edited arguments must be a JSON object)."""
+    try:
+        return decision_to_json(call_id, decision)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"approved arguments must be a JSON object: {exc}") from None
+
+
+def _check_waits(run_id: str, call_id: str, published: object) -> None:
+    """Refuse a decision for a call run ``run_id`` does not wait for now."""
+    waiting = [each.call_id for each in pending_from_json(published)]
+    if call_id not in waiting:
+        now = f"it waits for {', '.join(waiting)}" if waiting else "it waits for no approval"
+        raise UsageError(f"durable run {run_id!r} does not wait for call {call_id!r}: {now}")
 
 
 def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:

@@ -41,7 +41,7 @@ from temporalio.worker.workflow_sandbox import (
 )
 
 from agent._agent import Agent
-from agent._approvals import Decision, PendingApproval
+from agent._approvals import Decision, PendingApproval, approve, deny
 from agent._engine import LiveTurn, ModelRequest, ToolOutcome, ToolRequest, response_from_json
 from agent._errors import AgentError, RunError, UsageError
 from agent._events import (
@@ -60,7 +60,14 @@ from agent._limits import Limits
 from agent._loop import LoopSettings
 from agent._result import JSONObject, RunResult
 from agent._wire import ModelResponse, input_items
-from agent.durable._json import error_from_json, error_to_json, result_from_json, result_to_json
+from agent.durable._json import (
+    decision_from_json,
+    decision_to_json,
+    error_from_json,
+    error_to_json,
+    result_from_json,
+    result_to_json,
+)
 
 # Loaded now, before any workflow: anyio imports its backend and these lazily, on first use,
 # and an import from inside a workflow goes through the sandbox, which refuses them.
@@ -295,7 +302,8 @@ class RunWorkflow:
 
     def __init__(self) -> None:
         self._progress = _Progress()
-        self._decisions: dict[str, JSONObject] = {}
+        self._messages: list[object] = []
+        """``decide`` signals not read yet (read, strictly, while the run waits for decisions)."""
 
     @workflow.run
     async def run(self, start: JSONObject) -> JSONObject:
@@ -303,7 +311,8 @@ class RunWorkflow:
         serving = _serving(start["name"])
         agent = serving.durable.agent
         run_id = workflow.info().workflow_id
-        engine = _TemporalEngine(serving.durable, agent.settings.limits, self)
+        log = cast(FilteringBoundLogger, _WorkflowLogger(agent._log.bind(run_id=run_id)))
+        engine = _TemporalEngine(serving.durable, agent.settings.limits, self, log)
 
         replayed = False
 
@@ -328,7 +337,7 @@ class RunWorkflow:
                 start["input"],
                 run_id=run_id,
                 emit=emit,
-                log=cast(FilteringBoundLogger, _WorkflowLogger(agent._log.bind(run_id=run_id))),
+                log=log,
                 stream=bool(start.get("stream", False)),
                 run_timeout=agent.settings.run_timeout,  # a durable timer: it bounds the whole run
                 settings=serving.settings,
@@ -345,9 +354,9 @@ class RunWorkflow:
         return self._progress.to_json()
 
     @workflow.signal(name="decide")
-    def decide(self, decisions: JSONObject) -> None:
-        """Decisions for calls waiting for approval: call id to ``{"approved", "reason", "arguments"}``."""
-        self._decisions.update(decisions)
+    def decide(self, message: Any) -> None:
+        """A decision for a call waiting for approval (``agent.durable.decision_to_json``'s message)."""
+        self._messages.append(message)
 
 
 @dataclass(slots=True)
@@ -357,6 +366,7 @@ class _TemporalEngine:
     durable: TemporalAgent
     limits: Limits
     flow: RunWorkflow
+    log: FilteringBoundLogger
     _calls: int = 0
 
     async def request_model(self, request: ModelRequest, live: LiveTurn | None = None) -> ModelResponse:
@@ -392,15 +402,34 @@ class _TemporalEngine:
     async def wait_for_decisions(
         self, turn: int, pending: Sequence[PendingApproval]
     ) -> Mapping[str, object] | None:
-        """Waits (durably, holding no worker) for a ``decide`` signal covering every call."""
-        calls = [each.call_id for each in pending]
-        progress = self.flow._progress
+        """Waits (durably, holding no worker) for ``decide`` signals deciding every call; the
+        undecided after ``approval_timeout`` (a workflow timer) are left out, which denies them."""
+        waiting = {each.call_id for each in pending}
+        decisions: dict[str, Decision] = {}
+        flow, progress = self.flow, self.flow._progress
         progress.status = "awaiting_approval"
-        decisions = self.flow._decisions
-        await workflow.wait_condition(lambda: all(call in decisions for call in calls))
+        timeout = self.durable.approval_timeout
+        deadline = None if timeout is None else workflow.time() + timeout
+        while waiting - decisions.keys():
+            if not flow._messages:
+                left = None if deadline is None else deadline - workflow.time()
+                if left is not None and left <= 0:
+                    break
+                try:
+                    await workflow.wait_condition(lambda: bool(flow._messages), timeout=left)
+                except TimeoutError:
+                    break
+                continue
+            message = flow._messages.pop(0)
+            decoded = decision_from_json(message)
+            if decoded is None or decoded[0] not in waiting or decoded[0] in decisions:
+                self.log.warning("approval.ignored", turn=turn, message=repr(message)[:200])
+                continue
+            decisions[decoded[0]] = decoded[1]
+            progress.awaiting_approval = [call for call in progress.awaiting_approval if call != decoded[0]]
         progress.status = "running"
-        progress.awaiting_approval = [call for call in progress.awaiting_approval if call not in calls]
-        return {call: Decision(**decisions[call]) for call in calls}
+        progress.awaiting_approval = [call for call in progress.awaiting_approval if call not in waiting]
+        return decisions
 
     def _check_size(self, what: str, document: JSONObject) -> None:
         size = _size(document)
@@ -431,6 +460,8 @@ class TemporalAgent:
         payload_limit: Bytes of JSON a model request, response or tool outcome may have.
         sticky_timeout: Seconds a run waits for the worker that had it before another takes it.
         max_concurrent_activities: Activities at once on this worker (``None``: Temporal's default).
+        approval_timeout: Seconds a run waits for decisions on calls that need approval; those
+            still undecided then are denied (``None``: it waits as long as it takes).
     """
 
     def __init__(
@@ -447,11 +478,14 @@ class TemporalAgent:
         payload_limit: int = DEFAULT_PAYLOAD_LIMIT,
         sticky_timeout: float = 2.0,
         max_concurrent_activities: int | None = None,
+        approval_timeout: float | None = None,
     ) -> None:
         if not 0 < payload_limit < 2 * 1024 * 1024:
             raise UsageError(
                 f"payload_limit must be between 0 and 2 MiB (Temporal's limit), got {payload_limit}"
             )
+        if approval_timeout is not None and not approval_timeout >= 0:
+            raise UsageError(f"approval_timeout must be >= 0 seconds (or None), got {approval_timeout!r}")
         if heartbeat_timeout <= 0 or activity_timeout <= 0 or sticky_timeout <= 0:
             raise UsageError("heartbeat_timeout, activity_timeout and sticky_timeout must be positive")
         self.agent = agent
@@ -459,6 +493,7 @@ class TemporalAgent:
         self.client = client
         self.task_queue = task_queue or name
         self.payload_limit = payload_limit
+        self.approval_timeout = approval_timeout
         self._deps = deps
         self._hooks = hooks
         self._heartbeat_timeout = heartbeat_timeout
@@ -568,13 +603,16 @@ class TemporalAgent:
 
     async def approve(self, run_id: str, call_id: str, *, arguments: Mapping[str, Any] | None = None) -> None:
         """Let waiting call ``call_id`` of run ``run_id`` run (with ``arguments`` instead, if given)."""
-        decision = {"approved": True, "reason": "", "arguments": dict(arguments) if arguments else None}
-        await self.client.get_workflow_handle(run_id).signal("decide", {call_id: decision})
+        try:
+            message = decision_to_json(call_id, approve(arguments=arguments))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"cannot approve {call_id!r} with those arguments: {exc}") from None
+        await self.client.get_workflow_handle(run_id).signal("decide", message)
 
     async def deny(self, run_id: str, call_id: str, reason: str = "") -> None:
         """Refuse waiting call ``call_id`` of run ``run_id``; the model reads ``reason``."""
-        decision = {"approved": False, "reason": reason, "arguments": None}
-        await self.client.get_workflow_handle(run_id).signal("decide", {call_id: decision})
+        message = decision_to_json(call_id, deny(reason))
+        await self.client.get_workflow_handle(run_id).signal("decide", message)
 
     async def _start(
         self, input: str | Sequence[JSONObject], run_id: str | None, stream: bool

@@ -8,11 +8,14 @@ timeouts, outcome kinds, events and hooks), their calls going to the server.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import re
 import shlex
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypedDict, Unpack
+from typing import Any, TextIO, TypedDict, Unpack
 
 import anyio
 import anyio.lowlevel
@@ -310,7 +313,7 @@ def mcp_stdio(
     extra_env = dict(env) if env else None
     parameters = StdioServerParameters(command=words[0], args=words[1:], env=extra_env, cwd=cwd)
     options["name"] = options.get("name") or shlex.join(words)
-    return MCPTools(partial(stdio_client, parameters), **options)
+    return MCPTools(partial(_stdio_transport, parameters), **options)
 
 
 def mcp_http(
@@ -332,6 +335,31 @@ def mcp_http(
     connect_timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     options["name"] = options.get("name") or shown_url(url)
     return MCPTools(partial(_http_transport, url, dict(headers or {}), connect_timeout), **options)
+
+
+def _stdio_transport(parameters: StdioServerParameters) -> Transport:
+    """The stdio transport, the server's stderr going to ours as it is *now*.
+
+    (``stdio_client``'s default is the ``sys.stderr`` of when ``mcp`` was imported, which may be a
+    test runner's in-memory stream, long closed, with no file descriptor for a subprocess.)
+    """
+    return stdio_client(parameters, errlog=_stderr_with_a_descriptor())
+
+
+def _stderr_with_a_descriptor() -> TextIO:
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None and stream.fileno() >= 0:
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return _devnull()
+
+
+@functools.cache
+def _devnull() -> TextIO:
+    """Where servers' stderr goes when this process has none: opened once, kept open."""
+    return open(os.devnull, "w")  # lives as long as the process
 
 
 @contextlib.asynccontextmanager
