@@ -18,15 +18,18 @@ from typing import Any
 
 import agent._errors as errors
 from agent._approvals import Decision, PendingApproval
-from agent._errors import AgentError, APIError
+from agent._errors import AgentError, APIError, UsageError
 from agent._output import output_from_json, output_to_json
 from agent._result import JSONObject, RunResult, ToolCallRecord, Usage
+from agent._wire import input_items
 
 __all__ = [
     "decision_from_json",
     "decision_to_json",
     "error_from_json",
     "error_to_json",
+    "input_to_json",
+    "outcome_of",
     "pending_from_json",
     "pending_to_json",
     "result_from_json",
@@ -160,3 +163,25 @@ def pending_from_json(data: object) -> tuple[PendingApproval, ...]:
         return tuple(PendingApproval(**waiting) for waiting in data["pending"])
     except TypeError:
         return ()
+
+
+def outcome_of(document: JSONObject, output_type: Any = None) -> RunResult:
+    """A durable run's stored document as its result, or its error raised (with partial_result)."""
+    if "error" in document:
+        error = error_from_json(document["error"])
+        if document.get("partial_result"):
+            error.partial_result = result_from_json(document["partial_result"], output_type)
+        raise error
+    return result_from_json(document["result"], output_type)
+
+
+def input_to_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
+    """A run's input as a durable engine stores it (JSON; items checked as Agent.run does)."""
+    if isinstance(input, str):
+        return input
+    items = input_items(input)
+    try:
+        json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"a durable run's input must be plain JSON to be stored: {exc}") from None
+    return items

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import json
 import os
 import re
 import socket
@@ -64,15 +63,16 @@ from agent._events import (
 from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._result import JSONObject, RunResult
-from agent._wire import ModelResponse, input_items
+from agent._wire import ModelResponse
 from agent.durable._json import (
     decision_from_json,
     decision_to_json,
     error_from_json,
     error_to_json,
+    input_to_json,
+    outcome_of,
     pending_from_json,
     pending_to_json,
-    result_from_json,
     result_to_json,
 )
 from agent.durable._replay import ReplayGate
@@ -435,18 +435,18 @@ class DBOSAgent:
         try:
             with SetWorkflowID(run_id):
                 handle: WorkflowHandleAsync[JSONObject] = await DBOS.start_workflow_async(
-                    _workflow, _input_json(input), stream
+                    _workflow, input_to_json(input), stream
                 )
         finally:
             _CALLER_HOOKS.reset(token)
-        return _outcome(await handle.get_result(polling_interval_sec=0.1), self._output_type)
+        return outcome_of(await handle.get_result(polling_interval_sec=0.1), self._output_type)
 
     async def enqueue(self, input: str | Sequence[JSONObject], *, run_id: str | None = None) -> str:
         """Put a run on the durable queue, for any worker; returns its run id."""
         self._check_open()
         run_id = run_id or uuid.uuid4().hex
         with SetWorkflowID(run_id):
-            await DBOS.enqueue_workflow_async(QUEUE, _workflow, _input_json(input), False)
+            await DBOS.enqueue_workflow_async(QUEUE, _workflow, input_to_json(input), False)
         return run_id
 
     async def result(self, run_id: str) -> RunResult:
@@ -592,7 +592,7 @@ class DBOSRuns:
             "workflow_id": run_id,
             "app_version": APPLICATION_VERSION,
         }
-        enqueue = partial(self.client.enqueue, options, _input_json(input), False)  # type: ignore[arg-type]
+        enqueue = partial(self.client.enqueue, options, input_to_json(input), False)  # type: ignore[arg-type]
         await anyio.to_thread.run_sync(enqueue)
         return run_id
 
@@ -665,20 +665,10 @@ async def _wait_for(
             raise UsageError(f"no durable run with id {run_id!r}")
         status = statuses[0]
         if status.status == "SUCCESS" and isinstance(status.output, dict):
-            return _outcome(status.output, output_type)
+            return outcome_of(status.output, output_type)
         if status.status == "SUCCESS" or status.status not in ("PENDING", "ENQUEUED", "DELAYED"):
             raise RunError(f"durable run {run_id!r} ended as {status.status}: {status.error}")
         await anyio.sleep(poll)
-
-
-def _outcome(document: JSONObject, output_type: Any = None) -> RunResult:
-    """A workflow's stored document as the run's result, or its error raised."""
-    if "error" in document:
-        error = error_from_json(document["error"])
-        if document.get("partial_result"):
-            error.partial_result = result_from_json(document["partial_result"], output_type)
-        raise error
-    return result_from_json(document["result"], output_type)
 
 
 def _approval(arguments: Mapping[str, Any] | None) -> Decision:
@@ -701,18 +691,6 @@ def _check_waits(run_id: str, call_id: str, published: object) -> None:
     if call_id not in waiting:
         now = f"it waits for {', '.join(waiting)}" if waiting else "it waits for no approval"
         raise UsageError(f"durable run {run_id!r} does not wait for call {call_id!r}: {now}")
-
-
-def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
-    """The run's input as the workflow stores it (JSON; items checked as Agent.run does)."""
-    if isinstance(input, str):
-        return input
-    items = input_items(input)
-    try:
-        json.dumps(items, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"a durable run's input must be plain JSON to be stored: {exc}") from None
-    return items
 
 
 def _config(name: str, url: str, executor_id: str) -> DBOSConfig:

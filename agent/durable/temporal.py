@@ -59,13 +59,14 @@ from agent._inprocess import InProcessEngine
 from agent._limits import Limits
 from agent._loop import LoopSettings
 from agent._result import JSONObject, RunResult
-from agent._wire import ModelResponse, input_items
+from agent._wire import ModelResponse
 from agent.durable._json import (
     decision_from_json,
     decision_to_json,
     error_from_json,
     error_to_json,
-    result_from_json,
+    input_to_json,
+    outcome_of,
     result_to_json,
 )
 
@@ -631,7 +632,7 @@ class TemporalAgent:
                 raise UsageError(f"no durable run with id {handle.id!r}") from None
             raise
         output = self.agent.settings.output
-        return _outcome(document, output.type if output is not None else None)
+        return outcome_of(document, output.type if output is not None else None)
 
 
 async def start_run(
@@ -648,7 +649,7 @@ async def start_run(
     A run id already running is joined; one that finished keeps its stored result.
     """
     run_id = run_id or uuid.uuid4().hex
-    start = {"name": name, "input": _input_json(input), "stream": stream}
+    start = {"name": name, "input": input_to_json(input), "stream": stream}
     try:
         return await client.start_workflow(
             WORKFLOW,
@@ -660,25 +661,3 @@ async def start_run(
         )
     except temporalio.exceptions.WorkflowAlreadyStartedError:
         return client.get_workflow_handle(run_id)  # finished: its result is stored
-
-
-def _outcome(document: JSONObject, output_type: Any = None) -> RunResult:
-    """A workflow's document as the run's result, or its error raised."""
-    if "error" in document:
-        error = error_from_json(document["error"])
-        if document.get("partial_result"):
-            error.partial_result = result_from_json(document["partial_result"], output_type)
-        raise error
-    return result_from_json(document["result"], output_type)
-
-
-def _input_json(input: str | Sequence[JSONObject]) -> str | list[JSONObject]:
-    """The run's input as the workflow stores it (JSON; items checked as Agent.run does)."""
-    if isinstance(input, str):
-        return input
-    items = input_items(input)
-    try:
-        json.dumps(items, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"a durable run's input must be plain JSON to be stored: {exc}") from None
-    return items
