@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -330,42 +331,34 @@ def worker(
     verbose: VerboseOption = False,
 ) -> None:
     """Serve durable runs (enqueued, resumed, recovered) until Ctrl-C or SIGTERM."""
+    serve: Callable[[Agent], Awaitable[str]]
     if temporal is not None:
         from agent import _cli_temporal  # optional extra, slow to import: only when used
 
-        registry = load_tools(tools or ["builtin"])
-        options = _agent_options(model, instructions, max_turns, metadata)
-        logger = _Output(False, False, log_format, verbose).logger()
-        with _endpoint(AutoPolicy(), pace=0.0) as endpoint:
+        serve = partial(
+            _cli_temporal.serve, address=temporal, name=name, task_queue=task_queue, announce=_note
+        )
+    else:
+        url = _durable_url(durable)
+        _require_dbos()
+        from agent import _cli_durable  # optional extra, slow to import: only when used
 
-            async def serve() -> str:
-                async with _agent(registry, endpoint, logger, options) as agent:
-                    return await _cli_temporal.serve(
-                        agent, address=temporal, name=name, task_queue=task_queue, announce=_note
-                    )
-
-            _note(f"worker stopped ({_guarded(serve, verbose)})")
-        return
-    url = _durable_url(durable)
-    _require_dbos()
-    from agent import _cli_durable  # optional extra, slow to import: only when used
-
+        serve = partial(
+            _cli_durable.serve,
+            database_url=url,
+            name=name,
+            worker_concurrency=concurrency,
+            global_concurrency=global_concurrency,
+            announce=_note,
+        )
     registry = load_tools(tools or ["builtin"])
     options = _agent_options(model, instructions, max_turns, metadata)
     logger = _Output(False, False, log_format, verbose).logger()
-
     with _endpoint(AutoPolicy(), pace=0.0) as endpoint:
 
         async def go() -> str:
             async with _agent(registry, endpoint, logger, options) as agent:
-                return await _cli_durable.serve(
-                    agent,
-                    database_url=url,
-                    name=name,
-                    worker_concurrency=concurrency,
-                    global_concurrency=global_concurrency,
-                    announce=_note,
-                )
+                return await serve(agent)
 
         signal_name = _guarded(go, verbose)
     _note(f"worker stopped ({signal_name})")
